@@ -1,0 +1,676 @@
+//! Workflows: validated, immutable DAGs of tasks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::retry::RetryPolicy;
+use crate::task::Task;
+use crate::trigger::TriggerRule;
+
+/// Maximum length of a workflow name or task id.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Why a workflow could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkflowError {
+    /// The workflow name breaks the id rule.
+    #[error("invalid workflow name `{name}`: {rule}")]
+    InvalidName {
+        /// The name.
+        name: String,
+        /// The rule.
+        rule: &'static str,
+    },
+    /// No task was added.
+    #[error("workflow `{workflow}` has no tasks; add at least one")]
+    Empty {
+        /// The workflow.
+        workflow: String,
+    },
+    /// A task id breaks the id rule.
+    #[error("invalid task id `{id}` in workflow `{workflow}`: {rule}")]
+    InvalidTaskId {
+        /// The workflow.
+        workflow: String,
+        /// The id.
+        id: String,
+        /// The rule.
+        rule: &'static str,
+    },
+    /// Two tasks share an id.
+    #[error("task id `{id}` is used twice in workflow `{workflow}`")]
+    DuplicateTask {
+        /// The workflow.
+        workflow: String,
+        /// The id.
+        id: String,
+    },
+    /// A dependency names no task of the workflow.
+    #[error("task `{task}` depends on `{dependency}`, which is not a task of workflow `{workflow}`{}",
+        suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    MissingDependency {
+        /// The workflow.
+        workflow: String,
+        /// The task with the dependency.
+        task: String,
+        /// The missing id.
+        dependency: String,
+        /// The nearest existing id, if one is close.
+        suggestion: Option<String>,
+    },
+    /// The dependencies form a cycle.
+    #[error("workflow `{workflow}` has a dependency cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// The workflow.
+        workflow: String,
+        /// The cycle, first id repeated at the end: `a -> b -> a`.
+        path: Vec<String>,
+    },
+    /// A trigger rule names a task that is not one of the task's dependencies.
+    #[error("the trigger rule of task `{task}` refers to `{referenced}`, which is not one of its dependencies")]
+    TriggerReferencesNonDependency {
+        /// The task.
+        task: String,
+        /// The referenced id.
+        referenced: String,
+    },
+    /// A timeout of zero.
+    #[error("task `{task}` has a zero timeout; use a positive duration or none")]
+    ZeroTimeout {
+        /// The task.
+        task: String,
+    },
+}
+
+const ID_RULE: &str = "ids are 1-128 characters of ASCII letters, digits, `_`, `-` and `.`";
+
+fn id_is_valid(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// A task as part of a workflow: its id, dependencies, policies and body.
+///
+/// ```
+/// use cloacina_core::{task_fn, Context, RetryPolicy, TaskSpec, TaskError};
+/// use std::time::Duration;
+/// let spec = TaskSpec::new("load", task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) }))
+///     .depends_on(["transform"])
+///     .retry(RetryPolicy::none())
+///     .timeout(Duration::from_secs(30));
+/// assert_eq!(spec.dependencies(), ["transform"]);
+/// ```
+#[derive(Clone)]
+pub struct TaskSpec {
+    id: String,
+    dependencies: Vec<String>,
+    retry: RetryPolicy,
+    trigger: TriggerRule,
+    timeout: Option<Duration>,
+    body: Arc<dyn Task>,
+}
+
+impl TaskSpec {
+    /// A task with default policies: no dependencies, the default
+    /// [`RetryPolicy`], [`TriggerRule::AllSuccess`], no own timeout (the
+    /// runner's default timeout applies).
+    pub fn new(id: impl Into<String>, body: Arc<dyn Task>) -> Self {
+        Self {
+            id: id.into(),
+            dependencies: Vec::new(),
+            retry: RetryPolicy::default(),
+            trigger: TriggerRule::default(),
+            timeout: None,
+            body,
+        }
+    }
+    /// Adds dependencies.
+    pub fn depends_on<I, S>(mut self, deps: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.dependencies.extend(deps.into_iter().map(Into::into));
+        self
+    }
+    /// Sets the retry policy.
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+    /// Sets the trigger rule.
+    pub fn trigger(mut self, rule: TriggerRule) -> Self {
+        self.trigger = rule;
+        self
+    }
+    /// Sets a timeout for each attempt; an attempt that runs longer fails
+    /// with [`TaskError::Timeout`](crate::TaskError::Timeout) (retryable).
+    pub fn timeout(mut self, d: Duration) -> Self {
+        self.timeout = Some(d);
+        self
+    }
+    /// The id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+    /// The dependencies, as given.
+    pub fn dependencies(&self) -> &[String] {
+        &self.dependencies
+    }
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+    /// The trigger rule.
+    pub fn trigger_rule(&self) -> &TriggerRule {
+        &self.trigger
+    }
+    /// The task's own timeout, if any.
+    pub fn timeout_duration(&self) -> Option<Duration> {
+        self.timeout
+    }
+    /// The body.
+    pub fn body(&self) -> &Arc<dyn Task> {
+        &self.body
+    }
+}
+
+impl fmt::Debug for TaskSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskSpec")
+            .field("id", &self.id)
+            .field("dependencies", &self.dependencies)
+            .field("retry", &self.retry.to_string())
+            .field("trigger", &self.trigger.to_string())
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A workflow's name and shape version: what an execution was created from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkflowRef {
+    /// The workflow name.
+    pub name: String,
+    /// The shape fingerprint ([`Workflow::version`]).
+    pub version: String,
+}
+
+impl fmt::Display for WorkflowRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.name, self.version)
+    }
+}
+
+/// Collects tasks; [`build`](Self::build) validates them into a [`Workflow`].
+#[derive(Debug, Clone)]
+pub struct WorkflowBuilder {
+    name: String,
+    tasks: Vec<TaskSpec>,
+}
+
+impl WorkflowBuilder {
+    /// Adds a task.
+    pub fn task(mut self, spec: TaskSpec) -> Self {
+        self.tasks.push(spec);
+        self
+    }
+
+    /// Validates the graph. Errors, checked in this order: invalid name,
+    /// empty workflow, invalid task id, duplicate id, zero timeout, missing
+    /// dependency (with the nearest existing id), trigger rule naming a
+    /// non-dependency, cycle (with its path).
+    pub fn build(self) -> Result<Workflow, WorkflowError> {
+        let wf = self.name;
+        if !id_is_valid(&wf) {
+            return Err(WorkflowError::InvalidName { name: wf, rule: ID_RULE });
+        }
+        if self.tasks.is_empty() {
+            return Err(WorkflowError::Empty { workflow: wf });
+        }
+        let mut index = HashMap::new();
+        for (i, t) in self.tasks.iter().enumerate() {
+            if !id_is_valid(&t.id) {
+                return Err(WorkflowError::InvalidTaskId { workflow: wf, id: t.id.clone(), rule: ID_RULE });
+            }
+            if index.insert(t.id.clone(), i).is_some() {
+                return Err(WorkflowError::DuplicateTask { workflow: wf, id: t.id.clone() });
+            }
+            if t.timeout == Some(Duration::ZERO) {
+                return Err(WorkflowError::ZeroTimeout { task: t.id.clone() });
+            }
+        }
+        for t in &self.tasks {
+            for d in &t.dependencies {
+                if !index.contains_key(d) {
+                    let suggestion = self
+                        .tasks
+                        .iter()
+                        .map(|o| (strsim::levenshtein(d, &o.id), &o.id))
+                        .filter(|(dist, id)| *dist <= (d.len().max(id.len()) / 2).max(2))
+                        .min()
+                        .map(|(_, id)| id.clone());
+                    return Err(WorkflowError::MissingDependency {
+                        workflow: wf,
+                        task: t.id.clone(),
+                        dependency: d.clone(),
+                        suggestion,
+                    });
+                }
+            }
+            for r in t.trigger.referenced_tasks() {
+                if !t.dependencies.iter().any(|d| d == r) {
+                    return Err(WorkflowError::TriggerReferencesNonDependency {
+                        task: t.id.clone(),
+                        referenced: r.to_owned(),
+                    });
+                }
+            }
+        }
+        let order = topological_order(&self.tasks, &index)
+            .map_err(|path| WorkflowError::Cycle { workflow: wf.clone(), path })?;
+        // Re-index in topological order.
+        let mut slots: Vec<Option<TaskSpec>> = self.tasks.into_iter().map(Some).collect();
+        let tasks: Vec<TaskSpec> = order.iter().map(|&i| slots[i].take().expect("each index once")).collect();
+        let index: HashMap<String, usize> = tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        let deps: Vec<Vec<usize>> = tasks
+            .iter()
+            .map(|t| {
+                let mut v: Vec<usize> = t.dependencies.iter().map(|d| index[d]).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            })
+            .collect();
+        let mut dependents = vec![Vec::new(); tasks.len()];
+        for (i, ds) in deps.iter().enumerate() {
+            for &d in ds {
+                dependents[d].push(i);
+            }
+        }
+        let needs_context = tasks.iter().any(|t| t.trigger.needs_context());
+        let version = fingerprint(&wf, &tasks);
+        Ok(Workflow(Arc::new(Inner { name: wf, version, tasks, index, deps, dependents, needs_context })))
+    }
+}
+
+/// Kahn's algorithm with ties broken by id, so the order is deterministic.
+/// On a cycle, returns its path.
+fn topological_order(tasks: &[TaskSpec], index: &HashMap<String, usize>) -> Result<Vec<usize>, Vec<String>> {
+    let n = tasks.len();
+    let mut indegree = vec![0usize; n];
+    let mut dependents = vec![Vec::new(); n];
+    for (i, t) in tasks.iter().enumerate() {
+        let unique: BTreeSet<usize> = t.dependencies.iter().map(|d| index[d]).collect();
+        indegree[i] = unique.len();
+        for d in unique {
+            dependents[d].push(i);
+        }
+    }
+    let mut ready: BTreeSet<(&str, usize)> =
+        (0..n).filter(|&i| indegree[i] == 0).map(|i| (tasks[i].id.as_str(), i)).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(first) = ready.pop_first() {
+        let i = first.1;
+        order.push(i);
+        for &d in &dependents[i] {
+            indegree[d] -= 1;
+            if indegree[d] == 0 {
+                ready.insert((tasks[d].id.as_str(), d));
+            }
+        }
+    }
+    if order.len() == n {
+        return Ok(order);
+    }
+    // Every remaining node is on or behind a cycle; walk dependencies from
+    // the smallest remaining id until a node repeats.
+    let start = (0..n).filter(|&i| indegree[i] > 0).min_by_key(|&i| tasks[i].id.as_str()).unwrap_or(0);
+    let mut path = vec![start];
+    let mut seen = HashMap::from([(start, 0usize)]);
+    let mut cur = start;
+    loop {
+        let next = tasks[cur]
+            .dependencies
+            .iter()
+            .map(|d| index[d])
+            .filter(|&d| indegree[d] > 0)
+            .min_by_key(|&d| tasks[d].id.as_str())
+            .unwrap_or(cur);
+        if let Some(&pos) = seen.get(&next) {
+            // path[pos..] is the cycle, walked along dependency edges; report
+            // it in execution direction (dependency -> dependent).
+            let mut cycle: Vec<String> = path[pos..].iter().rev().map(|&i| tasks[i].id.clone()).collect();
+            // Start at the smallest id, so the report is deterministic.
+            let first = (0..cycle.len()).min_by_key(|&i| cycle[i].as_str()).unwrap_or(0);
+            cycle.rotate_left(first);
+            cycle.push(cycle[0].clone());
+            return Err(cycle);
+        }
+        seen.insert(next, path.len());
+        path.push(next);
+        cur = next;
+    }
+}
+
+fn fingerprint(name: &str, tasks: &[TaskSpec]) -> String {
+    let mut sorted: Vec<&TaskSpec> = tasks.iter().collect();
+    sorted.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut h = Sha256::new();
+    h.update(format!("workflow {name}\n"));
+    for t in sorted {
+        let mut deps = t.dependencies.clone();
+        deps.sort();
+        deps.dedup();
+        h.update(format!(
+            "task {} deps=[{}] retry=[{}] trigger=[{}] timeout={}\n",
+            t.id,
+            deps.join(","),
+            t.retry,
+            t.trigger,
+            t.timeout.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "none".into())
+        ));
+    }
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+struct Inner {
+    name: String,
+    version: String,
+    /// In topological order.
+    tasks: Vec<TaskSpec>,
+    index: HashMap<String, usize>,
+    deps: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+    needs_context: bool,
+}
+
+/// A validated, immutable DAG of tasks; cheap to clone.
+///
+/// Tasks are kept in a deterministic topological order (ties broken by
+/// id); a task's *index* is its position in that order.
+///
+/// ```
+/// use cloacina_core::{task_fn, Context, TaskError, TaskSpec, Workflow};
+/// let noop = || task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) });
+/// let wf = Workflow::builder("etl")
+///     .task(TaskSpec::new("extract", noop()))
+///     .task(TaskSpec::new("transform", noop()).depends_on(["extract"]))
+///     .task(TaskSpec::new("load", noop()).depends_on(["transform"]))
+///     .build()?;
+/// assert_eq!(wf.topological_order(), ["extract", "transform", "load"]);
+/// assert_eq!(wf.roots(), ["extract"]);
+/// assert_eq!(wf.dependents_of("extract"), ["transform"]);
+/// assert_eq!(wf.version().len(), 16);
+/// # Ok::<(), cloacina_core::WorkflowError>(())
+/// ```
+#[derive(Clone)]
+pub struct Workflow(Arc<Inner>);
+
+impl Workflow {
+    /// Starts a workflow named `name` (1–128 characters of ASCII letters,
+    /// digits, `_`, `-`, `.`).
+    pub fn builder(name: impl Into<String>) -> WorkflowBuilder {
+        WorkflowBuilder { name: name.into(), tasks: Vec::new() }
+    }
+
+    /// The name.
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// A stable fingerprint of the shape: ids, edges, retry policies,
+    /// trigger rules and timeouts (16 hex digits). Equal shapes have equal
+    /// versions in every process and release; it is recorded on each
+    /// execution.
+    pub fn version(&self) -> &str {
+        &self.0.version
+    }
+
+    /// Name and version.
+    pub fn reference(&self) -> WorkflowRef {
+        WorkflowRef { name: self.0.name.clone(), version: self.0.version.clone() }
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> usize {
+        self.0.tasks.len()
+    }
+
+    /// Always false: a workflow has at least one task.
+    pub fn is_empty(&self) -> bool {
+        self.0.tasks.is_empty()
+    }
+
+    /// Tasks in topological order.
+    pub fn tasks(&self) -> &[TaskSpec] {
+        &self.0.tasks
+    }
+
+    /// Task ids in topological order.
+    pub fn topological_order(&self) -> Vec<&str> {
+        self.0.tasks.iter().map(|t| t.id.as_str()).collect()
+    }
+
+    /// The index of a task id.
+    pub fn index_of(&self, id: &str) -> Option<usize> {
+        self.0.index.get(id).copied()
+    }
+
+    /// A task by id.
+    pub fn task(&self, id: &str) -> Option<&TaskSpec> {
+        self.index_of(id).map(|i| &self.0.tasks[i])
+    }
+
+    /// Indices of a task's dependencies, in topological order.
+    pub fn dependency_indices(&self, index: usize) -> &[usize] {
+        &self.0.deps[index]
+    }
+
+    /// Indices of a task's dependents, in topological order.
+    pub fn dependent_indices(&self, index: usize) -> &[usize] {
+        &self.0.dependents[index]
+    }
+
+    /// Ids of the tasks without dependencies.
+    pub fn roots(&self) -> Vec<&str> {
+        (0..self.len()).filter(|&i| self.0.deps[i].is_empty()).map(|i| self.0.tasks[i].id.as_str()).collect()
+    }
+
+    /// Ids of the tasks that depend directly on `id` (empty if unknown).
+    pub fn dependents_of(&self, id: &str) -> Vec<&str> {
+        self.index_of(id)
+            .map(|i| self.0.dependents[i].iter().map(|&d| self.0.tasks[d].id.as_str()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether any trigger rule reads the context.
+    pub fn needs_context(&self) -> bool {
+        self.0.needs_context
+    }
+}
+
+impl fmt::Debug for Workflow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workflow")
+            .field("name", &self.0.name)
+            .field("version", &self.0.version)
+            .field("tasks", &self.0.tasks)
+            .finish()
+    }
+}
+
+/// The workflows a runner knows, by name and version.
+#[derive(Debug, Clone, Default)]
+pub struct WorkflowSet {
+    by_ref: HashMap<WorkflowRef, Workflow>,
+}
+
+impl WorkflowSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Adds or replaces a workflow.
+    pub fn insert(&mut self, wf: Workflow) {
+        self.by_ref.insert(wf.reference(), wf);
+    }
+    /// Looks one up.
+    pub fn get(&self, r: &WorkflowRef) -> Option<&Workflow> {
+        self.by_ref.get(r)
+    }
+    /// The references, sorted.
+    pub fn refs(&self) -> Vec<WorkflowRef> {
+        let mut v: Vec<WorkflowRef> = self.by_ref.keys().cloned().collect();
+        v.sort();
+        v
+    }
+    /// Every workflow.
+    pub fn iter(&self) -> impl Iterator<Item = &Workflow> {
+        self.by_ref.values()
+    }
+    /// Number of workflows.
+    pub fn len(&self) -> usize {
+        self.by_ref.len()
+    }
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.by_ref.is_empty()
+    }
+}
+
+impl FromIterator<Workflow> for WorkflowSet {
+    fn from_iter<T: IntoIterator<Item = Workflow>>(iter: T) -> Self {
+        let mut s = Self::new();
+        iter.into_iter().for_each(|w| s.insert(w));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Context;
+    use crate::task::{TaskError, task_fn};
+
+    fn t(id: &str) -> TaskSpec {
+        TaskSpec::new(id, task_fn(|c: Context| async move { Ok::<_, TaskError>(c) }))
+    }
+
+    #[test]
+    fn empty_workflow() {
+        assert_eq!(Workflow::builder("w").build().unwrap_err(), WorkflowError::Empty { workflow: "w".into() });
+    }
+
+    #[test]
+    fn invalid_names_and_ids() {
+        assert!(matches!(Workflow::builder("bad name").task(t("a")).build(), Err(WorkflowError::InvalidName { .. })));
+        assert!(matches!(Workflow::builder("").task(t("a")).build(), Err(WorkflowError::InvalidName { .. })));
+        assert!(matches!(
+            Workflow::builder("w").task(t("a/b")).build(),
+            Err(WorkflowError::InvalidTaskId { id, .. }) if id == "a/b"
+        ));
+        assert!(matches!(
+            Workflow::builder("w").task(t(&"x".repeat(129))).build(),
+            Err(WorkflowError::InvalidTaskId { .. })
+        ));
+    }
+
+    #[test]
+    fn duplicate_ids() {
+        assert_eq!(
+            Workflow::builder("w").task(t("a")).task(t("a")).build().unwrap_err(),
+            WorkflowError::DuplicateTask { workflow: "w".into(), id: "a".into() }
+        );
+    }
+
+    #[test]
+    fn missing_dependency_suggests_nearest() {
+        let err = Workflow::builder("w").task(t("extract")).task(t("load").depends_on(["extrct"])).build().unwrap_err();
+        assert_eq!(
+            err,
+            WorkflowError::MissingDependency {
+                workflow: "w".into(),
+                task: "load".into(),
+                dependency: "extrct".into(),
+                suggestion: Some("extract".into())
+            }
+        );
+        assert!(err.to_string().contains("did you mean `extract`?"));
+        let far = Workflow::builder("w").task(t("a")).task(t("b").depends_on(["zzzzzzzz"])).build().unwrap_err();
+        assert!(matches!(far, WorkflowError::MissingDependency { suggestion: None, .. }));
+    }
+
+    #[test]
+    fn cycle_reports_path() {
+        let err = Workflow::builder("w")
+            .task(t("a").depends_on(["c"]))
+            .task(t("b").depends_on(["a"]))
+            .task(t("c").depends_on(["b"]))
+            .task(t("d"))
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            WorkflowError::Cycle { workflow: "w".into(), path: vec!["a".into(), "b".into(), "c".into(), "a".into()] }
+        );
+        let self_loop = Workflow::builder("w").task(t("a").depends_on(["a"])).build().unwrap_err();
+        assert_eq!(self_loop, WorkflowError::Cycle { workflow: "w".into(), path: vec!["a".into(), "a".into()] });
+    }
+
+    #[test]
+    fn trigger_must_reference_dependency() {
+        let err = Workflow::builder("w")
+            .task(t("a"))
+            .task(t("b"))
+            .task(t("c").depends_on(["a"]).trigger(TriggerRule::TaskFailed("b".into())))
+            .build()
+            .unwrap_err();
+        assert_eq!(err, WorkflowError::TriggerReferencesNonDependency { task: "c".into(), referenced: "b".into() });
+    }
+
+    #[test]
+    fn zero_timeout() {
+        assert_eq!(
+            Workflow::builder("w").task(t("a").timeout(Duration::ZERO)).build().unwrap_err(),
+            WorkflowError::ZeroTimeout { task: "a".into() }
+        );
+    }
+
+    #[test]
+    fn topology_and_fingerprint() {
+        let build = |order: &[&str]| {
+            let mut b = Workflow::builder("diamond");
+            for id in order {
+                b = b.task(match *id {
+                    "b" | "c" => t(id).depends_on(["a"]),
+                    "d" => t(id).depends_on(["c", "b"]),
+                    _ => t(id),
+                });
+            }
+            b.build().unwrap()
+        };
+        let w1 = build(&["a", "b", "c", "d"]);
+        let w2 = build(&["d", "c", "b", "a"]);
+        assert_eq!(w1.topological_order(), ["a", "b", "c", "d"]);
+        assert_eq!(w2.topological_order(), ["a", "b", "c", "d"]);
+        assert_eq!(w1.version(), w2.version(), "insertion order does not change the fingerprint");
+        assert_eq!(w1.roots(), ["a"]);
+        assert_eq!(w1.dependents_of("a"), ["b", "c"]);
+        let changed = Workflow::builder("diamond")
+            .task(t("a"))
+            .task(t("b").depends_on(["a"]))
+            .task(t("c").depends_on(["a"]))
+            .task(t("d").depends_on(["c", "b"]).retry(RetryPolicy::none()))
+            .build()
+            .unwrap();
+        assert_ne!(changed.version(), w1.version(), "policies are part of the shape");
+    }
+}
