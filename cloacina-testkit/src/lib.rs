@@ -1,1 +1,11 @@
-//! placeholder
+//! # cloacina-testkit
+//!
+//! Test support shared by Cloacina's crates (never a dependency of the
+//! library itself):
+//!
+//! * [`contract`] — the storage contract suite every adapter runs, through
+//!   [`storage_contract!`];
+//! * [`memory`] — the in-memory reference target of that suite.
+
+pub mod contract;
+pub mod memory;

@@ -1,0 +1,21 @@
+//! The schema, as sea-orm-migration migrations shared by both backends.
+//!
+//! Migrations run when a storage is opened, inside one transaction that the
+//! backend serializes across processes (PostgreSQL: an advisory lock;
+//! SQLite: an immediate write transaction), so concurrent first openings of
+//! a fresh tenant apply them exactly once.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_initial;
+
+/// The migrator of Cloacina's tables.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261127_000001_initial::Migration)]
+    }
+}

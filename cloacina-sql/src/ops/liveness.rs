@@ -1,0 +1,137 @@
+//! Runner registration, heartbeats, release at shutdown, lease checks.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cloacina_core::ports::{Effects, Heartbeat, RunnerRegistration};
+use cloacina_core::step::{ExecutionSnapshot, Step};
+use cloacina_core::{FencingToken, TaskExecutionId, TaskState, Timestamp, WorkflowSet};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use crate::backend::{SqlBackend, TxError};
+use crate::entities::{runners, task_executions};
+use crate::ops::snapshot;
+use crate::rows;
+use crate::storage::SqlStorage;
+
+impl<B: SqlBackend> SqlStorage<B> {
+    pub(crate) async fn try_register(&self, reg: &RunnerRegistration, now: Timestamp) -> Result<(), TxError> {
+        let err = |e| self.backend.classify(e);
+        let txn = self.begin().await?;
+        runners::Entity::insert(runners::ActiveModel {
+            id: Set(reg.id.to_string()),
+            name: Set(reg.name.clone()),
+            incarnation: Set(reg.incarnation.clone()),
+            status: Set("alive".into()),
+            started_at: Set(now.0),
+            heartbeat_at: Set(now.0),
+            expires_at: Set(now.plus(reg.lease_ttl).0),
+        })
+        .on_conflict(
+            OnConflict::column(runners::Column::Id)
+                .update_columns([
+                    runners::Column::Name,
+                    runners::Column::Incarnation,
+                    runners::Column::Status,
+                    runners::Column::StartedAt,
+                    runners::Column::HeartbeatAt,
+                    runners::Column::ExpiresAt,
+                ])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await
+        .map_err(err)?;
+        txn.commit().await.map_err(err)?;
+        Ok(())
+    }
+
+    pub(crate) async fn try_heartbeat(&self, reg: &RunnerRegistration, now: Timestamp) -> Result<Heartbeat, TxError> {
+        let err = |e| self.backend.classify(e);
+        let txn = self.begin().await?;
+        let res = runners::Entity::update_many()
+            .set(runners::ActiveModel {
+                heartbeat_at: Set(now.0),
+                expires_at: Set(now.plus(reg.lease_ttl).0),
+                ..Default::default()
+            })
+            .filter(runners::Column::Id.eq(reg.id.as_str()))
+            .filter(runners::Column::Incarnation.eq(reg.incarnation.as_str()))
+            .filter(runners::Column::Status.eq("alive"))
+            .exec(&txn)
+            .await
+            .map_err(err)?;
+        txn.commit().await.map_err(err)?;
+        Ok(if res.rows_affected == 1 { Heartbeat::Alive } else { Heartbeat::Lost })
+    }
+
+    pub(crate) async fn try_release(&self, reg: &RunnerRegistration, now: Timestamp) -> Result<Effects, TxError> {
+        let err = |e| self.backend.classify(e);
+        let txn = self.begin().await?;
+        runners::Entity::update_many()
+            .set(runners::ActiveModel { status: Set("stopped".into()), ..Default::default() })
+            .filter(runners::Column::Id.eq(reg.id.as_str()))
+            .filter(runners::Column::Incarnation.eq(reg.incarnation.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(err)?;
+        let mine = task_executions::Entity::find()
+            .filter(task_executions::Column::State.eq(TaskState::Running.as_str()))
+            .filter(task_executions::Column::LeaseOwner.eq(reg.id.as_str()))
+            .filter(task_executions::Column::LeaseIncarnation.eq(reg.incarnation.as_str()))
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        let mut by_exec: BTreeMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = BTreeMap::new();
+        for m in &mine {
+            by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
+        }
+        let ids: Vec<uuid::Uuid> = by_exec.keys().copied().collect();
+        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
+        let heads = snapshot::load_heads(&self.backend, &txn, &ids).await?;
+        let empty = WorkflowSet::new();
+        let mut step = Step::new(now, &empty, None);
+        for h in heads {
+            let tasks = by_exec.remove(&h.id).unwrap_or_default();
+            let ids: Vec<TaskExecutionId> = tasks.iter().map(|t| t.id).collect();
+            let mut snap = ExecutionSnapshot {
+                execution: rows::execution_record(&h, None)?,
+                input_loaded: false,
+                tasks,
+                outputs: HashMap::new(),
+            };
+            for id in ids {
+                step.release(&mut snap, id);
+            }
+        }
+        self.commit_step(txn, step.finish(), now).await
+    }
+
+    pub(crate) async fn try_lost_leases(
+        &self,
+        held: &[(TaskExecutionId, FencingToken)],
+    ) -> Result<Vec<TaskExecutionId>, TxError> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(uuid::Uuid, String, i64)> = task_executions::Entity::find()
+            .select_only()
+            .columns([
+                task_executions::Column::Id,
+                task_executions::Column::State,
+                task_executions::Column::FencingToken,
+            ])
+            .filter(task_executions::Column::Id.is_in(held.iter().map(|(id, _)| id.0)))
+            .into_tuple()
+            .all(self.backend.reader())
+            .await
+            .map_err(|e| self.backend.classify(e))?;
+        let current: HashMap<uuid::Uuid, (String, i64)> = rows.into_iter().map(|(id, s, t)| (id, (s, t))).collect();
+        Ok(held
+            .iter()
+            .filter(|(id, tok)| !matches!(current.get(&id.0), Some((s, t)) if s == TaskState::Running.as_str() && *t == tok.0))
+            .map(|(id, _)| *id)
+            .collect())
+    }
+}

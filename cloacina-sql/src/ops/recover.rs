@@ -1,0 +1,105 @@
+//! The recovery sweep: running tasks whose owner is gone go back to Ready
+//! (or are abandoned), with their consequences.
+
+use cloacina_core::ports::{RecoveryReport, RecoveryRequest};
+use cloacina_core::step::Step;
+use cloacina_core::{ExecutionId, OwnerStatus, RecoveryDecision, RunnerId, TaskExecutionId, Timestamp, WorkflowSet};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
+use sea_orm::{ConnectionTrait, Order};
+
+use crate::backend::{SqlBackend, TxError};
+use crate::entities::{runners, task_executions};
+use crate::ops::snapshot::{self, Detail};
+use crate::rows;
+use crate::storage::SqlStorage;
+
+impl<B: SqlBackend> SqlStorage<B> {
+    pub(crate) async fn try_recover(
+        &self,
+        req: &RecoveryRequest,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> Result<RecoveryReport, TxError> {
+        let err = |e| self.backend.classify(e);
+        let mut report = RecoveryReport::default();
+        let keys: Vec<String> = workflows.iter().map(|w| rows::workflow_key(&w.reference())).collect();
+        let txn = self.begin().await?;
+
+        // Runners whose liveness expired are dead: their next heartbeat
+        // fails, so they learn they lost their leases.
+        let dead = Query::update()
+            .table(runners::Entity)
+            .value(runners::Column::Status, "dead")
+            .and_where(Expr::col(runners::Column::Status).eq("alive"))
+            .and_where(Expr::col(runners::Column::ExpiresAt).lt(now.0))
+            .returning_col(runners::Column::Id)
+            .to_owned();
+        for r in txn.query_all(&dead).await.map_err(err)? {
+            let id: String = r.try_get("", "id").map_err(err)?;
+            if let Ok(id) = RunnerId::parse(&id) {
+                report.dead_runners.push(id);
+            }
+        }
+
+        if keys.is_empty() {
+            txn.commit().await.map_err(err)?;
+            return Ok(report);
+        }
+        // Running tasks without a live owner (same id, same incarnation,
+        // alive, not expired).
+        let t = Alias::new("t");
+        let r = Alias::new("r");
+        let orphans = Query::select()
+            .column((t.clone(), task_executions::Column::Id))
+            .column((t.clone(), task_executions::Column::ExecutionId))
+            .column((t.clone(), task_executions::Column::RecoveryCount))
+            .from_as(task_executions::Entity, t.clone())
+            .join_as(
+                JoinType::LeftJoin,
+                runners::Entity,
+                r.clone(),
+                Expr::col((r.clone(), runners::Column::Id))
+                    .equals((t.clone(), task_executions::Column::LeaseOwner))
+                    .and(
+                        Expr::col((r.clone(), runners::Column::Incarnation))
+                            .equals((t.clone(), task_executions::Column::LeaseIncarnation)),
+                    )
+                    .and(Expr::col((r.clone(), runners::Column::Status)).eq("alive"))
+                    .and(Expr::col((r.clone(), runners::Column::ExpiresAt)).gte(now.0)),
+            )
+            .and_where(Expr::col((t.clone(), task_executions::Column::State)).eq("running"))
+            .and_where(Expr::col((t.clone(), task_executions::Column::WorkflowKey)).is_in(keys))
+            .and_where(Expr::col((r.clone(), runners::Column::Id)).is_null())
+            .order_by((t.clone(), task_executions::Column::ExecutionId), Order::Asc)
+            .limit(req.limit as u64)
+            .to_owned();
+        let mut found: Vec<(ExecutionId, TaskExecutionId, u32)> = Vec::new();
+        for row in txn.query_all(&orphans).await.map_err(err)? {
+            let id: uuid::Uuid = row.try_get("", "id").map_err(err)?;
+            let exec: uuid::Uuid = row.try_get("", "execution_id").map_err(err)?;
+            let count: i32 = row.try_get("", "recovery_count").map_err(err)?;
+            found.push((ExecutionId(exec), TaskExecutionId(id), u32::try_from(count).unwrap_or(0)));
+        }
+        if found.is_empty() {
+            txn.commit().await.map_err(err)?;
+            return Ok(report);
+        }
+        let mut ids: Vec<uuid::Uuid> = found.iter().map(|(e, _, _)| e.0).collect();
+        ids.dedup();
+        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
+        let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
+        let mut step = Step::new(now, workflows, None);
+        for (exec, task, count) in found {
+            let Some(snap) = snaps.get_mut(&exec) else { continue };
+            let Some(wf) = workflows.get(&snap.execution.workflow) else { continue };
+            let decision = req.policy.decide(count, OwnerStatus::Gone, now);
+            match step.recover(snap, wf, task, decision, &req.policy) {
+                Some(RecoveryDecision::Requeue { recovery_count }) => report.requeued.push((task, recovery_count)),
+                Some(RecoveryDecision::Abandon { .. }) => report.abandoned.push(task),
+                _ => {}
+            }
+        }
+        report.effects = self.commit_step(txn, step.finish(), now).await?;
+        Ok(report)
+    }
+}

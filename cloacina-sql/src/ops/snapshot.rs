@@ -1,0 +1,129 @@
+//! Loads [`ExecutionSnapshot`]s inside a transaction.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cloacina_core::step::ExecutionSnapshot;
+use cloacina_core::{ExecutionId, WorkflowSet};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use crate::backend::{SqlBackend, TxError};
+use crate::entities::{task_executions, task_outputs, workflow_executions};
+use crate::rows::{self, ExecutionHead};
+
+/// What a snapshot needs beyond the task rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// Order rows by the workflow; load input and outputs when its trigger
+    /// rules read the context.
+    Planned,
+    /// Rows in stored order, no workflow needed (cancel, pause, release).
+    Raw,
+}
+
+pub(crate) async fn load_heads<B: SqlBackend, C: ConnectionTrait>(
+    b: &B,
+    conn: &C,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<ExecutionHead>, TxError> {
+    use workflow_executions::Column as E;
+    workflow_executions::Entity::find()
+        .select_only()
+        .columns([
+            E::Id,
+            E::WorkflowName,
+            E::WorkflowVersion,
+            E::State,
+            E::Error,
+            E::Origin,
+            E::CreatedAt,
+            E::UpdatedAt,
+            E::FinishedAt,
+        ])
+        .filter(E::Id.is_in(ids.iter().copied()))
+        .into_model::<ExecutionHead>()
+        .all(conn)
+        .await
+        .map_err(|e| b.classify(e))
+}
+
+/// Snapshots of the given executions that exist (and, for `Planned`,
+/// whose workflow is in `workflows`). `only_tasks` restricts task rows for
+/// `Raw` snapshots.
+pub(crate) async fn load<B: SqlBackend, C: ConnectionTrait>(
+    b: &B,
+    conn: &C,
+    ids: &[uuid::Uuid],
+    workflows: &WorkflowSet,
+    detail: Detail,
+) -> Result<BTreeMap<ExecutionId, ExecutionSnapshot>, TxError> {
+    let err = |e| b.classify(e);
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let heads = load_heads(b, conn, ids).await?;
+    let task_rows = task_executions::Entity::find()
+        .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
+        .order_by_asc(task_executions::Column::ExecutionId)
+        .order_by_asc(task_executions::Column::Position)
+        .all(conn)
+        .await
+        .map_err(err)?;
+    let mut by_exec: HashMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = HashMap::new();
+    for m in &task_rows {
+        by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
+    }
+    let mut context_needed = Vec::new();
+    let mut out = BTreeMap::new();
+    for h in heads {
+        let exec = rows::execution_record(&h, None)?;
+        let tasks = by_exec.remove(&h.id).unwrap_or_default();
+        let snap = match detail {
+            Detail::Raw => ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() },
+            Detail::Planned => {
+                let Some(wf) = workflows.get(&exec.workflow) else { continue };
+                if wf.needs_context() {
+                    context_needed.push(h.id);
+                }
+                ExecutionSnapshot::new(wf, exec, false, tasks)?
+            }
+        };
+        out.insert(ExecutionId(h.id), snap);
+    }
+    if !context_needed.is_empty() {
+        let inputs: Vec<(uuid::Uuid, String)> = workflow_executions::Entity::find()
+            .select_only()
+            .columns([workflow_executions::Column::Id, workflow_executions::Column::Input])
+            .filter(workflow_executions::Column::Id.is_in(context_needed.iter().copied()))
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(err)?;
+        for (id, text) in inputs {
+            if let Some(s) = out.get_mut(&ExecutionId(id)) {
+                s.execution.input = cloacina_core::Context::from_json(&text).map_err(|e| {
+                    TxError::Storage(cloacina_core::ports::StorageError::CorruptRow {
+                        table: "workflow_executions",
+                        id: id.to_string(),
+                        column: "input",
+                        problem: e.to_string(),
+                    })
+                })?;
+                s.input_loaded = true;
+            }
+        }
+        let outputs = task_outputs::Entity::find()
+            .filter(task_outputs::Column::ExecutionId.is_in(context_needed.iter().copied()))
+            .all(conn)
+            .await
+            .map_err(err)?;
+        for o in outputs {
+            if let Some(s) = out.get_mut(&ExecutionId(o.execution_id))
+                && let Some(wf) = workflows.get(&s.execution.workflow)
+                && let Some(i) = wf.index_of(&o.task_name)
+            {
+                s.outputs.insert(i, rows::output_context(&o)?);
+            }
+        }
+    }
+    Ok(out)
+}

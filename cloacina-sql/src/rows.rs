@@ -1,0 +1,207 @@
+//! Conversions between stored rows and domain records. A value the domain
+//! cannot accept is a [`StorageError::CorruptRow`] naming the row.
+
+use cloacina_core::ports::{EventKind, ExecutionEvent, ExecutionRecord, Lease, StorageError, TaskRecord};
+use cloacina_core::{
+    Context, ExecutionId, FencingToken, RunnerId, TaskExecutionId, TaskState, Timestamp, WorkflowRef, WorkflowState,
+};
+use sea_orm::ActiveValue::{NotSet, Set};
+
+use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
+
+fn corrupt(table: &'static str, id: impl ToString, column: &'static str, problem: impl ToString) -> StorageError {
+    StorageError::CorruptRow { table, id: id.to_string(), column, problem: problem.to_string() }
+}
+
+fn non_negative(table: &'static str, id: impl ToString, column: &'static str, v: i32) -> Result<u32, StorageError> {
+    u32::try_from(v).map_err(|_| corrupt(table, id, column, format!("negative value {v}")))
+}
+
+/// `name@version`, the key task rows are claimed by.
+pub fn workflow_key(r: &WorkflowRef) -> String {
+    r.to_string()
+}
+
+/// Parses a task row.
+pub fn task_record(m: &task_executions::Model) -> Result<TaskRecord, StorageError> {
+    const T: &str = "task_executions";
+    let state: TaskState = m.state.parse().map_err(|e| corrupt(T, m.id, "state", e))?;
+    let lease = match (&m.lease_owner, &m.lease_incarnation, m.lease_expires_at) {
+        (Some(owner), Some(inc), Some(exp)) => Some(Lease {
+            owner: RunnerId::parse(owner).map_err(|e| corrupt(T, m.id, "lease_owner", e))?,
+            incarnation: inc.clone(),
+            expires_at: Timestamp(exp),
+        }),
+        _ if state == TaskState::Running => {
+            return Err(corrupt(T, m.id, "lease_owner", "NULL lease on a running task"));
+        }
+        _ => None,
+    };
+    Ok(TaskRecord {
+        id: TaskExecutionId(m.id),
+        execution_id: ExecutionId(m.execution_id),
+        name: m.task_name.clone(),
+        state,
+        attempt: non_negative(T, m.id, "attempt", m.attempt)?,
+        ready_at: Timestamp(m.ready_at),
+        lease,
+        fencing_token: FencingToken(m.fencing_token),
+        recovery_count: non_negative(T, m.id, "recovery_count", m.recovery_count)?,
+        error: m.error.clone(),
+        started_at: m.started_at.map(Timestamp),
+        finished_at: m.finished_at.map(Timestamp),
+    })
+}
+
+fn to_i32(v: u32) -> i32 {
+    i32::try_from(v).unwrap_or(i32::MAX)
+}
+
+/// The mutable columns of a task row, for a guarded update.
+pub fn task_update(r: &TaskRecord, now: Timestamp) -> task_executions::ActiveModel {
+    task_executions::ActiveModel {
+        state: Set(r.state.as_str().to_owned()),
+        attempt: Set(to_i32(r.attempt)),
+        ready_at: Set(r.ready_at.0),
+        lease_owner: Set(r.lease.as_ref().map(|l| l.owner.to_string())),
+        lease_incarnation: Set(r.lease.as_ref().map(|l| l.incarnation.clone())),
+        lease_expires_at: Set(r.lease.as_ref().map(|l| l.expires_at.0)),
+        fencing_token: Set(r.fencing_token.0),
+        recovery_count: Set(to_i32(r.recovery_count)),
+        error: Set(r.error.clone()),
+        started_at: Set(r.started_at.map(|t| t.0)),
+        finished_at: Set(r.finished_at.map(|t| t.0)),
+        updated_at: Set(now.0),
+        id: NotSet,
+        execution_id: NotSet,
+        workflow_key: NotSet,
+        task_name: NotSet,
+        position: NotSet,
+    }
+}
+
+/// A full new task row.
+pub fn task_insert(r: &TaskRecord, key: &str, position: i32, now: Timestamp) -> task_executions::ActiveModel {
+    let mut m = task_update(r, now);
+    m.id = Set(r.id.0);
+    m.execution_id = Set(r.execution_id.0);
+    m.workflow_key = Set(key.to_owned());
+    m.task_name = Set(r.name.clone());
+    m.position = Set(position);
+    m
+}
+
+/// The columns of an execution row besides its input.
+#[derive(Debug, Clone, sea_orm::FromQueryResult)]
+pub struct ExecutionHead {
+    /// Id.
+    pub id: uuid::Uuid,
+    /// Workflow name.
+    pub workflow_name: String,
+    /// Workflow version.
+    pub workflow_version: String,
+    /// State.
+    pub state: String,
+    /// Error.
+    pub error: Option<String>,
+    /// Origin.
+    pub origin: String,
+    /// Created.
+    pub created_at: i64,
+    /// Updated.
+    pub updated_at: i64,
+    /// Finished.
+    pub finished_at: Option<i64>,
+}
+
+impl From<workflow_executions::Model> for ExecutionHead {
+    fn from(m: workflow_executions::Model) -> Self {
+        Self {
+            id: m.id,
+            workflow_name: m.workflow_name,
+            workflow_version: m.workflow_version,
+            state: m.state,
+            error: m.error,
+            origin: m.origin,
+            created_at: m.created_at,
+            updated_at: m.updated_at,
+            finished_at: m.finished_at,
+        }
+    }
+}
+
+/// Parses an execution row; `input` is the stored input text if loaded.
+pub fn execution_record(h: &ExecutionHead, input: Option<&str>) -> Result<ExecutionRecord, StorageError> {
+    const T: &str = "workflow_executions";
+    Ok(ExecutionRecord {
+        id: ExecutionId(h.id),
+        workflow: WorkflowRef { name: h.workflow_name.clone(), version: h.workflow_version.clone() },
+        state: h.state.parse::<WorkflowState>().map_err(|e| corrupt(T, h.id, "state", e))?,
+        input: match input {
+            Some(text) => Context::from_json(text).map_err(|e| corrupt(T, h.id, "input", e))?,
+            None => Context::new(),
+        },
+        error: h.error.clone(),
+        origin: h.origin.clone(),
+        created_at: Timestamp(h.created_at),
+        updated_at: Timestamp(h.updated_at),
+        finished_at: h.finished_at.map(Timestamp),
+    })
+}
+
+/// A full execution row.
+pub fn execution_from_model(m: workflow_executions::Model) -> Result<ExecutionRecord, StorageError> {
+    let input = m.input.clone();
+    execution_record(&ExecutionHead::from(m), Some(&input))
+}
+
+/// A new execution row.
+pub fn execution_insert(e: &ExecutionRecord) -> workflow_executions::ActiveModel {
+    workflow_executions::ActiveModel {
+        id: Set(e.id.0),
+        workflow_name: Set(e.workflow.name.clone()),
+        workflow_version: Set(e.workflow.version.clone()),
+        state: Set(e.state.as_str().to_owned()),
+        input: Set(e.input.to_json()),
+        error: Set(e.error.clone()),
+        origin: Set(e.origin.clone()),
+        created_at: Set(e.created_at.0),
+        updated_at: Set(e.updated_at.0),
+        finished_at: Set(e.finished_at.map(|t| t.0)),
+    }
+}
+
+/// Parses a stored output.
+pub fn output_context(m: &task_outputs::Model) -> Result<Context, StorageError> {
+    Context::from_json(&m.context).map_err(|e| corrupt("task_outputs", m.task_execution_id, "context", e))
+}
+
+/// A new event row.
+pub fn event_insert(e: &ExecutionEvent) -> execution_events::ActiveModel {
+    execution_events::ActiveModel {
+        id: NotSet,
+        execution_id: Set(e.execution_id.0),
+        kind: Set(e.kind.as_str().to_owned()),
+        task_name: Set(e.task.clone()),
+        task_execution_id: Set(e.task_execution_id.map(|t| t.0)),
+        from_state: Set(e.from.clone()),
+        to_state: Set(e.to.clone()),
+        detail: Set(e.detail.clone()),
+        at: Set(e.at.0),
+    }
+}
+
+/// Parses an event row.
+pub fn event_record(m: &execution_events::Model) -> Result<ExecutionEvent, StorageError> {
+    Ok(ExecutionEvent {
+        execution_id: ExecutionId(m.execution_id),
+        kind: EventKind::parse(&m.kind)
+            .ok_or_else(|| corrupt("execution_events", m.id, "kind", format!("unknown kind `{}`", m.kind)))?,
+        task: m.task_name.clone(),
+        task_execution_id: m.task_execution_id.map(TaskExecutionId),
+        from: m.from_state.clone(),
+        to: m.to_state.clone(),
+        detail: m.detail.clone(),
+        at: Timestamp(m.at),
+    })
+}

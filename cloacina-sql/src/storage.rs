@@ -1,0 +1,224 @@
+//! [`SqlStorage`]: the storage ports implemented once over a [`SqlBackend`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloacina_core::ports::*;
+use cloacina_core::step::StepOutput;
+use cloacina_core::{Context, ExecutionId, FencingToken, TaskExecutionId, Timestamp, WorkflowSet, WorkflowState};
+use futures::stream::BoxStream;
+use sea_orm::DatabaseTransaction;
+
+use crate::backend::{SqlBackend, TxError};
+use crate::ops;
+
+/// Runs a transaction body (an expression evaluated afresh on each
+/// attempt), retrying it after conflicts with a short, growing pause up to
+/// a bound. A conflict that persists is returned as
+/// [`StorageError::Busy`]; nothing is dropped silently.
+macro_rules! retrying {
+    ($what:expr, $body:expr) => {{
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            match $body.await {
+                Ok(v) => break Ok(v),
+                Err(TxError::Storage(e)) => break Err(e),
+                Err(TxError::Conflict(msg)) if attempt < MAX_TX_ATTEMPTS => {
+                    tracing::debug!(operation = $what, attempt, "retrying after conflict: {msg}");
+                    tokio::time::sleep(Duration::from_millis(u64::from(attempt * attempt))).await;
+                }
+                Err(TxError::Conflict(msg)) => {
+                    break Err(StorageError::Busy {
+                        message: format!("{}: gave up after {attempt} conflicting attempts: {msg}", $what),
+                        source: None,
+                    });
+                }
+            }
+        }
+    }};
+}
+
+/// How often a transaction is retried after a conflict before the error is
+/// returned to the caller.
+const MAX_TX_ATTEMPTS: u32 = 12;
+
+/// The storage ports over a SQL backend. Construct it through a backend
+/// crate (`cloacina-sqlite`, `cloacina-postgres`).
+#[derive(Debug)]
+pub struct SqlStorage<B: SqlBackend> {
+    pub(crate) backend: B,
+}
+
+impl<B: SqlBackend> SqlStorage<B> {
+    /// Wraps an opened backend.
+    pub fn new(backend: B) -> Self {
+        Self { backend }
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    pub(crate) async fn begin(&self) -> Result<DatabaseTransaction, TxError> {
+        self.backend.begin_write().await.map_err(|e| self.backend.classify(e))
+    }
+
+    /// Applies a step's writes, resolves its claims, sends notifications
+    /// and commits.
+    pub(crate) async fn commit_step(
+        &self,
+        txn: DatabaseTransaction,
+        out: StepOutput,
+        now: Timestamp,
+    ) -> Result<Effects, TxError> {
+        ops::writes::apply(&self.backend, &txn, &out.writes, now).await?;
+        let claimed = ops::inputs::resolve(&self.backend, &txn, out.pending_claims).await?;
+        let mut effects = out.effects;
+        effects.events = out.writes.events;
+        effects.claimed = claimed;
+        let notes = notifications(&effects);
+        if !notes.is_empty() {
+            self.backend.notify_in_txn(&txn, &notes).await.map_err(|e| self.backend.classify(e))?;
+        }
+        txn.commit().await.map_err(|e| self.backend.classify(e))?;
+        if !notes.is_empty() {
+            self.backend.notify_after_commit(&notes);
+        }
+        Ok(effects)
+    }
+}
+
+/// The notifications a call's effects call for.
+pub(crate) fn notifications(effects: &Effects) -> Vec<Notification> {
+    let mut notes = Vec::new();
+    if effects.newly_ready > 0 {
+        notes.push(Notification::TasksReady);
+    }
+    for f in &effects.finished {
+        if f.state == WorkflowState::Cancelled {
+            notes.push(Notification::ExecutionCancelled(f.id));
+        }
+        notes.push(Notification::ExecutionFinished(f.id));
+    }
+    notes
+}
+
+#[async_trait]
+impl<B: SqlBackend> ExecutionStore for SqlStorage<B> {
+    async fn create_executions(
+        &self,
+        batch: Vec<NewExecution>,
+        claim: Option<&ClaimRequest>,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<Effects> {
+        retrying!("create executions", self.try_create(batch.clone(), claim, workflows, now))
+    }
+
+    async fn execution(&self, id: ExecutionId) -> StorageResult<Option<ExecutionRecord>> {
+        retrying!("read execution", self.try_execution(id))
+    }
+
+    async fn execution_states(&self, ids: &[ExecutionId]) -> StorageResult<Vec<(ExecutionId, WorkflowState)>> {
+        retrying!("read execution states", self.try_execution_states(ids))
+    }
+
+    async fn tasks(&self, id: ExecutionId) -> StorageResult<Vec<TaskRecord>> {
+        retrying!("read tasks", self.try_tasks(id))
+    }
+
+    async fn outputs(&self, id: ExecutionId, names: &[String]) -> StorageResult<HashMap<String, Context>> {
+        retrying!("read outputs", self.try_outputs(id, names))
+    }
+
+    async fn list_executions(&self, filter: &ExecutionFilter) -> StorageResult<Vec<ExecutionRecord>> {
+        retrying!("list executions", self.try_list(filter))
+    }
+
+    async fn events(&self, id: ExecutionId) -> StorageResult<Vec<ExecutionEvent>> {
+        retrying!("read events", self.try_events(id))
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> TaskQueue for SqlStorage<B> {
+    async fn claim(
+        &self,
+        req: &ClaimRequest,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<Vec<ClaimedTask>> {
+        retrying!("claim", self.try_claim(req, workflows, now))
+    }
+
+    async fn report(
+        &self,
+        reports: Vec<TaskReport>,
+        claim: Option<&ClaimRequest>,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<ReportOutcomes> {
+        retrying!("report", self.try_report(reports.clone(), claim, workflows, now))
+    }
+
+    async fn lost_leases(&self, held: &[(TaskExecutionId, FencingToken)]) -> StorageResult<Vec<TaskExecutionId>> {
+        retrying!("check leases", self.try_lost_leases(held))
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> Liveness for SqlStorage<B> {
+    async fn register_runner(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<()> {
+        retrying!("register runner", self.try_register(reg, now))
+    }
+
+    async fn heartbeat(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<Heartbeat> {
+        retrying!("heartbeat", self.try_heartbeat(reg, now))
+    }
+
+    async fn recover(
+        &self,
+        req: &RecoveryRequest,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<RecoveryReport> {
+        retrying!("recover", self.try_recover(req, workflows, now))
+    }
+
+    async fn release_runner(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<Effects> {
+        retrying!("release runner", self.try_release(reg, now))
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> Control for SqlStorage<B> {
+    async fn cancel(&self, id: ExecutionId, reason: &str, now: Timestamp) -> StorageResult<Effects> {
+        retrying!("cancel", self.try_control(id, now, ops::control::Op::Cancel(reason)))
+    }
+    async fn pause(&self, id: ExecutionId, now: Timestamp) -> StorageResult<Effects> {
+        retrying!("pause", self.try_control(id, now, ops::control::Op::Pause))
+    }
+    async fn resume(&self, id: ExecutionId, now: Timestamp) -> StorageResult<Effects> {
+        retrying!("resume", self.try_control(id, now, ops::control::Op::Resume))
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> Notifications for SqlStorage<B> {
+    async fn subscribe(&self) -> StorageResult<Option<BoxStream<'static, Notification>>> {
+        self.backend.subscribe().await
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> Storage for SqlStorage<B> {
+    fn describe(&self) -> String {
+        self.backend.describe()
+    }
+    async fn close(&self) {
+        self.backend.close().await;
+    }
+}
