@@ -1,1 +1,509 @@
-//! placeholder
+//! # cloacina-postgres
+//!
+//! Cloacina's storage for services and fleets: PostgreSQL through sea-orm,
+//! one schema per tenant. Any number of runner processes on any machines
+//! share a tenant's work through it; PostgreSQL is the only coordinator.
+//!
+//! * **Tenancy.** A tenant name becomes a schema (`CREATE SCHEMA IF NOT
+//!   EXISTS`, quoted); migrations run inside it, and every pooled
+//!   connection starts with its `search_path` set to that schema, verified
+//!   after connecting (a connection that cannot be scoped is refused). No
+//!   tenant means `public`, the legacy single-tenant layout, which works
+//!   beside tenant schemas in one database.
+//! * **Migrations** run in one transaction under an advisory lock per
+//!   schema, so runners starting together on a fresh tenant apply them
+//!   once.
+//! * **Claims** are one `UPDATE … FROM (SELECT … FOR UPDATE SKIP LOCKED)`
+//!   statement; reports lock their executions' rows in id order.
+//! * **Wake-ups** use `LISTEN/NOTIFY` on a channel per schema; one
+//!   listening connection per subscriber.
+//! * [`TenantAdmin`] creates tenants with their own login role, lists and
+//!   removes them.
+//!
+//! Passwords never appear in errors, logs or `Debug` output.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cloacina_core::ports::StorageError> {
+//! use cloacina_postgres::PgOptions;
+//! let storage = cloacina_postgres::open(PgOptions::new("postgres://app:secret@db:5432/app").schema("acme")?).await?;
+//! # Ok(()) }
+//! ```
+
+mod admin;
+mod url;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
+use cloacina_core::{ExecutionId, TenantName, Timestamp};
+use cloacina_sql::entities::task_executions;
+use cloacina_sql::{OpenReport, SqlBackend, SqlStorage, TxError};
+use futures::stream::{self, BoxStream, StreamExt};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, FromQueryResult, RuntimeErr,
+    SqlxPostgresConnector, Statement, TransactionTrait,
+};
+use sqlx::Connection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+
+pub use admin::{TenantAdmin, TenantCredentials};
+pub use url::redact_url;
+
+/// The storage ports on PostgreSQL.
+pub type PgStorage = SqlStorage<PgBackend>;
+
+/// How to open a PostgreSQL storage. Every setting has a default.
+#[derive(Clone)]
+pub struct PgOptions {
+    url: String,
+    schema: Option<TenantName>,
+    pool_size: u32,
+    connect_timeout: Duration,
+    acquire_timeout: Duration,
+}
+
+impl fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("url", &redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+impl PgOptions {
+    /// Options for the database at `url` (`postgres://` or
+    /// `postgresql://`).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            schema: None,
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(30),
+            acquire_timeout: Duration::from_secs(30),
+        }
+    }
+    /// Opens tenant `name`'s schema instead of `public`. The name is
+    /// checked against the tenant rule before any SQL is built.
+    pub fn schema(mut self, name: &str) -> Result<Self, StorageError> {
+        self.schema = Some(TenantName::parse(name)?);
+        Ok(self)
+    }
+    /// Sets an already validated tenant (or none: `public`).
+    pub fn tenant_name(mut self, name: Option<TenantName>) -> Self {
+        self.schema = name;
+        self
+    }
+    /// Pool size. Default 10.
+    pub fn pool_size(mut self, n: u32) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+    /// How long opening keeps retrying an unreachable server before it
+    /// fails. Default 30 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = d;
+        self
+    }
+    /// How long an operation waits for a pooled connection. Default 30 s.
+    pub fn acquire_timeout(mut self, d: Duration) -> Self {
+        self.acquire_timeout = d;
+        self
+    }
+}
+
+/// The schema a tenant maps to (`public` without one), quoted.
+fn quoted_schema(t: Option<&TenantName>) -> String {
+    t.map(TenantName::quoted).unwrap_or_else(|| "\"public\"".into())
+}
+
+fn schema_name(t: Option<&TenantName>) -> String {
+    t.map(|t| t.as_str().to_owned()).unwrap_or_else(|| "public".into())
+}
+
+/// FNV-1a: a stable 64-bit hash (the same in every process and release),
+/// for advisory-lock keys and channel names.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The NOTIFY channel of a schema.
+fn channel_name(schema: &str) -> String {
+    format!("cloacina_{:016x}", fnv1a(schema))
+}
+
+fn migration_lock_key(schema: &str) -> i64 {
+    fnv1a(&format!("cloacina:migrate:{schema}")) as i64
+}
+
+/// The PostgreSQL half of [`PgStorage`].
+pub struct PgBackend {
+    options: PgConnectOptions,
+    schema: Option<TenantName>,
+    pool: PgPool,
+    conn: DatabaseConnection,
+    channel: String,
+    open_report: OpenReport,
+}
+
+impl fmt::Debug for PgBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgBackend")
+            .field("database", &url::describe(&self.options))
+            .field("schema", &self.schema_name())
+            .finish()
+    }
+}
+
+impl PgBackend {
+    /// The schema in use (`public` without a tenant).
+    pub fn schema_name(&self) -> String {
+        schema_name(self.schema.as_ref())
+    }
+    /// What opening did (schema created? migrations applied?).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.open_report
+    }
+    /// The pooled connection (scoped to the schema), for tests and tools.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+}
+
+fn unavailable(what: String, e: impl std::error::Error + Send + Sync + 'static) -> StorageError {
+    StorageError::Unavailable { message: what, source: Some(Box::new(e)) }
+}
+
+/// Connects once, retrying with backoff until `timeout` passes.
+async fn connect_with_retry(o: &PgConnectOptions, timeout: Duration) -> StorageResult<PgConnection> {
+    let start = Instant::now();
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let remaining = timeout.saturating_sub(start.elapsed());
+        let attempt =
+            tokio::time::timeout(remaining.max(Duration::from_millis(1)), PgConnection::connect_with(o)).await;
+        let err = match attempt {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => e,
+            Err(_) => sqlx::Error::PoolTimedOut,
+        };
+        // Authentication and bad-database errors will not go away.
+        if let Some(db) = err.as_database_error()
+            && matches!(db.code().as_deref(), Some("28P01") | Some("28000") | Some("3D000"))
+        {
+            return Err(unavailable(format!("PostgreSQL at {} refused the connection", url::describe(o)), err));
+        }
+        if start.elapsed() + delay >= timeout {
+            return Err(unavailable(
+                format!("could not reach PostgreSQL at {} within {:?} (connect_timeout)", url::describe(o), timeout),
+                err,
+            ));
+        }
+        tracing::debug!(database = %url::describe(o), "PostgreSQL not reachable yet, retrying in {delay:?}: {err}");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Opens a PostgreSQL storage: creates the tenant's schema if needed and
+/// applies migrations in it, then opens a pool scoped to it.
+pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
+    let base = url::parse(&opts.url)?;
+    let schema = schema_name(opts.schema.as_ref());
+    let quoted = quoted_schema(opts.schema.as_ref());
+    let base = base.application_name("cloacina");
+
+    // Schema and migrations, on one connection, in one transaction, under
+    // the schema's advisory lock.
+    let mut setup = connect_with_retry(&base, opts.connect_timeout).await?;
+    let open_report = {
+        let mut tx = setup.begin().await.map_err(|e| unavailable("cannot begin the setup transaction".into(), e))?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(migration_lock_key(&schema))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| unavailable("cannot take the migration lock".into(), e))?;
+        let existed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+            .bind(&schema)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(|e| unavailable("cannot look up the schema".into(), e))?;
+        if !existed {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}")))
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StorageError::Backend {
+                    message: format!("cannot create schema {quoted}"),
+                    source: Some(Box::new(e)),
+                })?;
+        }
+        tx.commit().await.map_err(|e| unavailable("cannot commit the schema".into(), e))?;
+        OpenReport { created: !existed, migrations_applied: Vec::new() }
+    };
+    drop(setup);
+
+    let scoped = base.clone().options([("search_path", quoted.as_str())]);
+    let expected = schema.clone();
+    let pool = PgPoolOptions::new()
+        .max_connections(opts.pool_size)
+        .acquire_timeout(opts.acquire_timeout)
+        .test_before_acquire(true)
+        .after_connect(move |conn, _meta| {
+            let expected = expected.clone();
+            Box::pin(async move {
+                let current: Option<String> =
+                    sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *conn).await?;
+                if current.as_deref() != Some(expected.as_str()) {
+                    return Err(sqlx::Error::Configuration(
+                        format!("connection is scoped to schema {current:?}, not {expected:?}; refusing it").into(),
+                    ));
+                }
+                Ok(())
+            })
+        })
+        .connect_lazy_with(scoped);
+    let conn = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
+    let mut backend = PgBackend {
+        options: base,
+        schema: opts.schema.clone(),
+        pool,
+        conn,
+        channel: channel_name(&schema),
+        open_report,
+    };
+    backend.open_report.migrations_applied = migrate(&backend, &schema).await?;
+    tracing::debug!(storage = %backend.describe(), report = ?backend.open_report, "PostgreSQL storage open");
+    Ok(SqlStorage::new(backend))
+}
+
+async fn migrate(b: &PgBackend, schema: &str) -> StorageResult<Vec<String>> {
+    let run = async {
+        let txn = b.conn.begin().await?;
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [migration_lock_key(schema).into()],
+        ))
+        .await?;
+        let applied = cloacina_sql::migrate(&txn).await?;
+        txn.commit().await?;
+        Ok::<_, DbErr>(applied)
+    };
+    run.await.map_err(|e| match b.classify(e) {
+        TxError::Storage(e) => e,
+        TxError::Conflict(m) => StorageError::Busy { message: format!("migrations: {m}"), source: None },
+    })
+}
+
+fn sqlstate(err: &DbErr) -> Option<String> {
+    let rt = match err {
+        DbErr::Exec(rt) | DbErr::Query(rt) | DbErr::Conn(rt) => rt,
+        _ => return None,
+    };
+    let RuntimeErr::SqlxError(e) = rt else { return None };
+    e.as_database_error().and_then(|d| d.code()).map(|c| c.into_owned())
+}
+
+fn is_connection_error(err: &DbErr) -> bool {
+    let rt = match err {
+        DbErr::ConnectionAcquire(_) => return true,
+        DbErr::Exec(rt) | DbErr::Query(rt) | DbErr::Conn(rt) => rt,
+        _ => return false,
+    };
+    match rt {
+        RuntimeErr::SqlxError(e) => matches!(
+            e.as_ref(),
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::WorkerCrashed
+        ),
+        RuntimeErr::Internal(_) => false,
+    }
+}
+
+#[async_trait]
+impl SqlBackend for PgBackend {
+    fn describe(&self) -> String {
+        format!("{} schema {}", url::describe(&self.options), self.schema_name())
+    }
+
+    fn reader(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn.begin().await
+    }
+
+    async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid]) -> Result<(), DbErr> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        let params = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        // Rows are locked in id order, so concurrent lockers never deadlock.
+        let sql = format!("SELECT id FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE");
+        txn.query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            sorted.into_iter().map(sea_orm::Value::from),
+        ))
+        .await?;
+        Ok(())
+    }
+
+    async fn claim_rows(
+        &self,
+        txn: &DatabaseTransaction,
+        req: &ClaimRequest,
+        workflow_keys: &[String],
+        now: Timestamp,
+    ) -> Result<Vec<task_executions::Model>, DbErr> {
+        if workflow_keys.is_empty() || req.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let keys = (0..workflow_keys.len()).map(|i| format!("${}", i + 6)).collect::<Vec<_>>().join(", ");
+        let limit = workflow_keys.len() + 6;
+        // Literal 'ready' so the partial index on ready rows is used.
+        let sql = format!(
+            "UPDATE task_executions AS u \
+             SET state = 'running', fencing_token = u.fencing_token + 1, lease_owner = $1, lease_incarnation = $2, \
+                 lease_expires_at = $3, started_at = $4, updated_at = $4 \
+             FROM ( \
+               SELECT t.id FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id \
+               WHERE t.state = 'ready' AND t.ready_at <= $5 AND t.workflow_key IN ({keys}) \
+                 AND e.state IN ('pending', 'running') \
+               ORDER BY t.ready_at, t.id LIMIT ${limit} \
+               FOR UPDATE OF t SKIP LOCKED) AS c \
+             WHERE u.id = c.id \
+             RETURNING u.*"
+        );
+        let mut values: Vec<sea_orm::Value> = vec![
+            req.owner.runner.as_str().into(),
+            req.owner.incarnation.as_str().into(),
+            now.plus(req.owner.lease_ttl).0.into(),
+            now.0.into(),
+            now.0.into(),
+        ];
+        values.extend(workflow_keys.iter().map(|k| sea_orm::Value::from(k.as_str())));
+        values.push(i64::try_from(req.limit).unwrap_or(i64::MAX).into());
+        let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
+        rows.iter().map(|r| task_executions::Model::from_query_result(r, "")).collect()
+    }
+
+    async fn notify_in_txn(&self, txn: &DatabaseTransaction, notes: &[Notification]) -> Result<(), DbErr> {
+        let mut payloads: Vec<String> = Vec::new();
+        for n in notes {
+            let p = match n {
+                Notification::TasksReady => "ready".to_owned(),
+                Notification::ExecutionFinished(id) => format!("finished:{id}"),
+                Notification::ExecutionCancelled(id) => format!("cancelled:{id}"),
+            };
+            if !payloads.contains(&p) {
+                payloads.push(p);
+            }
+        }
+        for p in payloads {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_notify($1, $2)",
+                [self.channel.as_str().into(), p.into()],
+            ))
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn notify_after_commit(&self, _notes: &[Notification]) {}
+
+    async fn subscribe(&self) -> StorageResult<Option<BoxStream<'static, Notification>>> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(|e| unavailable(format!("cannot open a LISTEN connection to {}", self.describe()), e))?;
+        listener
+            .listen(&self.channel)
+            .await
+            .map_err(|e| unavailable(format!("cannot LISTEN on {}", self.channel), e))?;
+        let s = stream::unfold(listener, |mut l| async move {
+            loop {
+                match l.try_recv().await {
+                    Ok(Some(n)) => {
+                        let p = n.payload();
+                        let note = if let Some(id) = p.strip_prefix("finished:") {
+                            id.parse::<ExecutionId>().ok().map(Notification::ExecutionFinished)
+                        } else if let Some(id) = p.strip_prefix("cancelled:") {
+                            id.parse::<ExecutionId>().ok().map(Notification::ExecutionCancelled)
+                        } else {
+                            Some(Notification::TasksReady)
+                        };
+                        if let Some(note) = note {
+                            return Some((note, l));
+                        }
+                    }
+                    // The connection was lost (it reconnects on the next
+                    // call): notifications may have been missed, so wake up.
+                    Ok(None) => return Some((Notification::TasksReady, l)),
+                    Err(e) => {
+                        tracing::warn!("LISTEN connection failed, retrying: {e}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        return Some((Notification::TasksReady, l));
+                    }
+                }
+            }
+        });
+        Ok(Some(s.boxed()))
+    }
+
+    fn classify(&self, err: DbErr) -> TxError {
+        let describe = self.describe();
+        match sqlstate(&err).as_deref() {
+            Some("40001") | Some("40P01") => TxError::Conflict(format!("{describe}: {err}")),
+            Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                TxError::Storage(StorageError::Unavailable { message: describe, source: Some(Box::new(err)) })
+            }
+            Some("25006") | Some("53100") => {
+                TxError::Storage(StorageError::WriteRefused { message: describe, source: Some(Box::new(err)) })
+            }
+            _ if is_connection_error(&err) => {
+                TxError::Storage(StorageError::Unavailable { message: describe, source: Some(Box::new(err)) })
+            }
+            _ => TxError::Storage(StorageError::Backend {
+                message: format!("{describe}: {err}"),
+                source: Some(Box::new(err)),
+            }),
+        }
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_and_lock_names_are_stable() {
+        assert_eq!(channel_name("acme"), channel_name("acme"));
+        assert_ne!(channel_name("acme"), channel_name("acme2"));
+        assert!(channel_name(&"x".repeat(63)).len() < 63);
+        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
+        assert_ne!(migration_lock_key("a"), migration_lock_key("b"));
+    }
+
+    #[test]
+    fn options_debug_hides_the_password() {
+        let o = PgOptions::new("postgres://app:topsecret@db:5432/app");
+        assert!(!format!("{o:?}").contains("topsecret"));
+    }
+}

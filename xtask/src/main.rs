@@ -1,1 +1,125 @@
-fn main() {}
+//! `cargo xtask` — Cloacina's project commands.
+//!
+//! * `test-all [--pg url|container|local]` — fmt check, layering check,
+//!   clippy (`-D warnings`, all targets), a real PostgreSQL, every test,
+//!   docs with broken links denied. Fails on the first failing step.
+//! * `check-deps` — `cloacina-core` reaches no database crate or runtime.
+//! * `pg [--pg ...] [--durable]` — provisions PostgreSQL and keeps it up
+//!   until Ctrl-C (prints the URL), for working on PostgreSQL code.
+
+mod deps;
+mod pg;
+
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("test-all") => test_all(&args[1..]),
+        Some("check-deps") => check_deps(),
+        Some("pg") => pg_shell(&args[1..]),
+        _ => Err(USAGE.to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: cargo xtask <test-all [--pg url|container|local] | check-deps | pg [--pg ...] [--durable]>";
+
+fn pg_mode(args: &[String]) -> Result<Option<pg::Mode>, String> {
+    match args.iter().position(|a| a == "--pg") {
+        Some(i) => args.get(i + 1).ok_or("--pg needs a value: url, container or local")?.parse().map(Some),
+        None => Ok(None),
+    }
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run_step(name: &str, mut cmd: Command) -> Result<(), String> {
+    let start = Instant::now();
+    eprintln!("\n==> {name}");
+    let status = cmd.status().map_err(|e| format!("{name}: cannot run: {e}"))?;
+    eprintln!("<== {name}: {} in {:.1?}", if status.success() { "ok" } else { "FAILED" }, start.elapsed());
+    if status.success() { Ok(()) } else { Err(format!("step failed: {name}")) }
+}
+
+fn check_deps() -> Result<(), String> {
+    let out = cargo()
+        .args(["metadata", "--format-version", "1"])
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let meta: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
+    deps::check(&meta, "cloacina-core")?;
+    eprintln!("cloacina-core: no database crate, no async runtime");
+    Ok(())
+}
+
+fn test_all(args: &[String]) -> Result<(), String> {
+    let mode = pg_mode(args)?;
+    let started = Instant::now();
+    // Ctrl-C reaches the child cargo too; we stay alive to stop PostgreSQL.
+    let _ = ctrlc::set_handler(|| eprintln!("xtask: interrupted, cleaning up"));
+
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run_step("cargo fmt --check", fmt)?;
+
+    eprintln!("\n==> layering check");
+    check_deps()?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
+    run_step("cargo clippy -D warnings", clippy)?;
+
+    eprintln!("\n==> provisioning PostgreSQL");
+    let server = pg::provision(mode, pg::Durability::Fast)?;
+    eprintln!("PostgreSQL: {}", server.description);
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
+    test.envs(server.env());
+    test.env("CLOACINA_PG_PROVISIONING", &server.description);
+    let tests = run_step("cargo test --workspace", test);
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    let docs = if tests.is_ok() { run_step("cargo doc (warnings denied)", doc) } else { Ok(()) };
+
+    drop(server);
+    eprintln!("\nsummary: PostgreSQL path used: see above; total {:.1?}", started.elapsed());
+    tests?;
+    docs?;
+    eprintln!("test-all: everything passed");
+    Ok(())
+}
+
+fn pg_shell(args: &[String]) -> Result<(), String> {
+    let durability = if args.iter().any(|a| a == "--durable") { pg::Durability::Durable } else { pg::Durability::Fast };
+    let server = pg::provision(pg_mode(args)?, durability)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .map_err(|e| e.to_string())?;
+    println!("{}", server.description);
+    for (k, v) in server.env() {
+        println!("export {k}={v}");
+    }
+    eprintln!("PostgreSQL is up; Ctrl-C stops and removes it.");
+    let _ = rx.recv();
+    drop(server);
+    Ok(())
+}
