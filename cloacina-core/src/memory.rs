@@ -248,12 +248,7 @@ impl ExecutionStore for MemoryStorage {
 
 #[async_trait]
 impl TaskQueue for MemoryStorage {
-    async fn claim(
-        &self,
-        req: &ClaimRequest,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Vec<ClaimedTask>> {
+    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects> {
         let mut db = self.db()?;
         let mut ready: Vec<(Timestamp, TaskExecutionId)> = db
             .tasks
@@ -298,10 +293,10 @@ impl TaskQueue for MemoryStorage {
             pending.push(PendingClaim::for_claimed_row(wf, &row));
         }
         let out = step.finish();
-        for ev in out.writes.events {
-            db.events.entry(ev.execution_id).or_default().push(ev);
+        for ev in &out.writes.events {
+            db.events.entry(ev.execution_id).or_default().push(ev.clone());
         }
-        Ok(db.resolve(pending))
+        Ok(Effects { events: out.writes.events, claimed: db.resolve(pending), ..Effects::default() })
     }
 
     async fn report(
@@ -516,6 +511,9 @@ impl Notifications for MemoryStorage {
 impl Storage for MemoryStorage {
     fn describe(&self) -> String {
         "memory".into()
+    }
+    fn open_report(&self) -> OpenReport {
+        OpenReport::default()
     }
     async fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);

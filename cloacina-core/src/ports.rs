@@ -615,12 +615,7 @@ pub trait TaskQueue: Send + Sync {
     /// workflows in `workflows`, of executions that are not paused, oldest
     /// first. Each claim sets the owner, the lease expiry and a new fencing
     /// token. No task is ever handed to two claimers.
-    async fn claim(
-        &self,
-        req: &ClaimRequest,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Vec<ClaimedTask>>;
+    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects>;
 
     /// Applies reports in one transaction. Each report is fenced: it is
     /// applied only if the task is Running under the same token; otherwise
@@ -689,11 +684,24 @@ pub trait Notifications: Send + Sync {
     async fn subscribe(&self) -> StorageResult<Option<BoxStream<'static, Notification>>>;
 }
 
+/// What opening a storage did to its schema.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OpenReport {
+    /// Whether the tenant's schema (PostgreSQL) or file (SQLite) was
+    /// created by this opening.
+    pub created: bool,
+    /// Migrations applied by this opening (empty when the schema was
+    /// already current: nothing is re-run).
+    pub migrations_applied: Vec<String>,
+}
+
 /// Everything a runner needs from storage.
 #[async_trait]
 pub trait Storage: ExecutionStore + TaskQueue + Liveness + Control + Notifications + std::fmt::Debug {
     /// A short name of the backend and tenant, for logs (no secrets).
     fn describe(&self) -> String;
+    /// What opening this storage did (schema created? migrations run?).
+    fn open_report(&self) -> OpenReport;
     /// Closes connections. Later calls fail with
     /// [`StorageError::Unavailable`].
     async fn close(&self);

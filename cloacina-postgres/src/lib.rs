@@ -335,6 +335,10 @@ impl SqlBackend for PgBackend {
         format!("{} schema {}", url::describe(&self.options), self.schema_name())
     }
 
+    fn open_report(&self) -> OpenReport {
+        self.open_report.clone()
+    }
+
     fn reader(&self) -> &DatabaseConnection {
         &self.conn
     }

@@ -1,1 +1,81 @@
-//! placeholder
+//! # Cloacina
+//!
+//! An embedded, database-backed workflow orchestration library. Define
+//! tasks and DAG workflows in Rust; run them durably inside your own
+//! process with [`DefaultRunner`], on SQLite (one file, no server; the
+//! default) or PostgreSQL (one schema per tenant; any number of runner
+//! processes share the work through the database).
+//!
+//! ```no_run
+//! use cloacina_runner::{task_fn, Context, DefaultRunner, TaskError, TaskSpec, Workflow};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let extract = task_fn(|mut ctx: Context| async move {
+//!     ctx.insert("rows", vec![1, 2, 3])?;
+//!     Ok::<_, TaskError>(ctx)
+//! });
+//! let load = task_fn(|mut ctx: Context| async move {
+//!     let rows: Vec<i32> = ctx.get_as("rows")?;
+//!     ctx.insert("loaded", rows.len())?;
+//!     Ok::<_, TaskError>(ctx)
+//! });
+//! let etl = Workflow::builder("etl")
+//!     .task(TaskSpec::new("extract", extract))
+//!     .task(TaskSpec::new("load", load).depends_on(["extract"]))
+//!     .build()?;
+//!
+//! let runner = DefaultRunner::builder().database_url("sqlite://etl.db").workflow(etl).build().await?;
+//! let result = runner.execute("etl", Context::new()).await?;
+//! assert!(result.is_success());
+//! assert_eq!(result.context.get_as::<usize>("loaded")?, 3);
+//! runner.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! ## Guarantees
+//!
+//! * An accepted execution survives crashes, restarts and deploys: every
+//!   state change is one transaction that carries its consequences.
+//! * A task body runs **at least once**; it runs again only after its
+//!   runner lost its lease (crash, partition, a stall past the lease TTL) —
+//!   never because two live runners claimed it.
+//! * State transitions are **exactly once**: a task completes once, an
+//!   execution is finalized once; a late result from a runner that lost its
+//!   lease is discarded (fencing tokens).
+//! * Recovery is on by default: a runner starting on an existing tenant
+//!   requeues tasks whose runner is gone before `build` returns, and keeps
+//!   sweeping every `recovery_interval`. With default settings a crashed
+//!   runner's tasks run again within the lease TTL (10 s) plus the sweep
+//!   interval (1 s); after a graceful `shutdown`, at once.
+//!
+//! ## Crate features
+//! `sqlite` and `postgres` (both on by default) enable the backends; the
+//! URL scheme picks one at run time.
+
+mod backend;
+mod config;
+mod engine;
+mod error;
+mod result;
+mod runner;
+
+pub use config::{DefaultRunnerBuilder, RunnerConfig};
+pub use error::{Result, RunnerError};
+pub use result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};
+pub use runner::DefaultRunner;
+
+pub use cloacina_core::ports::{EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, StorageError};
+pub use cloacina_core::{
+    Backoff, Cancellation, Context, ContextError, ErrorClass, ExecutionId, RetryCondition, RetryPolicy,
+    RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
+    TenantNameError, Timestamp, TriggerRule, ValueCondition, Workflow, WorkflowBuilder, WorkflowError, WorkflowState,
+    task_fn, task_fn_with_run,
+};
+
+/// The pure domain crate, for what is not re-exported above.
+pub use cloacina_core as core;
+
+/// The README's code blocks, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

@@ -31,6 +31,9 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// Backend and tenant, for logs; never a password.
     fn describe(&self) -> String;
 
+    /// What opening did to the schema.
+    fn open_report(&self) -> cloacina_core::ports::OpenReport;
+
     /// The connection for reads outside write transactions.
     fn reader(&self) -> &DatabaseConnection;
 

@@ -25,6 +25,7 @@ pub mod rows;
 mod storage;
 
 pub use backend::{SqlBackend, TxError};
+pub use cloacina_core::ports::OpenReport;
 pub use migration::Migrator;
 pub use storage::SqlStorage;
 
@@ -42,15 +43,4 @@ where
         .unwrap_or_default();
     Migrator::up(conn, None).await?;
     Ok(pending)
-}
-
-/// What opening a storage did to its schema.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct OpenReport {
-    /// Whether the tenant's schema (PostgreSQL) or file (SQLite) was
-    /// created by this opening.
-    pub created: bool,
-    /// Migrations applied by this opening (empty when the schema was
-    /// already current: nothing is re-run).
-    pub migrations_applied: Vec<String>,
 }

@@ -145,12 +145,7 @@ impl<B: SqlBackend> ExecutionStore for SqlStorage<B> {
 
 #[async_trait]
 impl<B: SqlBackend> TaskQueue for SqlStorage<B> {
-    async fn claim(
-        &self,
-        req: &ClaimRequest,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Vec<ClaimedTask>> {
+    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects> {
         retrying!("claim", self.try_claim(req, workflows, now))
     }
 
@@ -217,6 +212,9 @@ impl<B: SqlBackend> Notifications for SqlStorage<B> {
 impl<B: SqlBackend> Storage for SqlStorage<B> {
     fn describe(&self) -> String {
         self.backend.describe()
+    }
+    fn open_report(&self) -> OpenReport {
+        self.backend.open_report()
     }
     async fn close(&self) {
         self.backend.close().await;

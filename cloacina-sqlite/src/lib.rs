@@ -306,6 +306,10 @@ impl SqlBackend for SqliteBackend {
         }
     }
 
+    fn open_report(&self) -> OpenReport {
+        self.open_report.clone()
+    }
+
     fn reader(&self) -> &DatabaseConnection {
         &self.reader
     }

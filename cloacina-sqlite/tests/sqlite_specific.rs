@@ -162,6 +162,6 @@ async fn corrupted_rows_are_reported_with_the_row_and_the_rest_keeps_working() {
         incarnation: "i".into(),
         lease_ttl: std::time::Duration::from_secs(5),
     };
-    let claimed = s.claim(&ClaimRequest { owner, limit: 10 }, &wfs, Timestamp(T0.0 + 1)).await.unwrap();
+    let claimed = s.claim(&ClaimRequest { owner, limit: 10 }, &wfs, Timestamp(T0.0 + 1)).await.unwrap().claimed;
     assert_eq!(claimed.iter().map(|c| c.execution_id).collect::<Vec<_>>(), vec![good_id]);
 }

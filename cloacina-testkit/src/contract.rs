@@ -168,7 +168,7 @@ pub async fn create_batch_with_claim(t: &dyn ContractTarget) {
         let e = s.execution(c.execution_id).await.unwrap().unwrap();
         assert_eq!(e.state, WorkflowState::Running);
     }
-    let rest = s.claim(&req("r2", 10), &set(&[&wf]), T0).await.unwrap();
+    let rest = s.claim(&req("r2", 10), &set(&[&wf]), T0).await.unwrap().claimed;
     assert_eq!(rest.len(), 2);
 }
 
@@ -188,7 +188,7 @@ pub async fn claim_is_exclusive_under_concurrency(t: &dyn ContractTarget) {
             let mut mine = Vec::new();
             let mut empty_rounds = 0;
             while empty_rounds < 3 {
-                let got = s.claim(&req(&format!("claimer{i}"), 7), &wfs, T0).await.expect("claim");
+                let got = s.claim(&req(&format!("claimer{i}"), 7), &wfs, T0).await.expect("claim").claimed;
                 if got.is_empty() {
                     empty_rounds += 1;
                 } else {
@@ -221,8 +221,8 @@ pub async fn lease_expiry_and_orphan_detection(t: &dyn ContractTarget) {
     s.register_runner(&b, T0).await.unwrap();
     let e1 = create(&*s, &wf, input(1), T0).await;
     let e2 = create(&*s, &wf, input(2), T0).await;
-    let c1 = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap();
-    let c2 = s.claim(&ClaimRequest { owner: claim_owner(&b), limit: 1 }, &wfs, T0).await.unwrap();
+    let c1 = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap().claimed;
+    let c2 = s.claim(&ClaimRequest { owner: claim_owner(&b), limit: 1 }, &wfs, T0).await.unwrap().claimed;
     assert_eq!((c1.len(), c2.len()), (1, 1));
     let lease = task_state(&*s, c1[0].execution_id, "only").await.lease.expect("running task has a lease");
     assert_eq!(lease.owner, a.id);
@@ -264,10 +264,10 @@ pub async fn fencing_rejects_stale_owner(t: &dyn ContractTarget) {
     let a = registration("runner_a", "a1");
     s.register_runner(&a, T0).await.unwrap();
     create(&*s, &wf, input(1), T0).await;
-    let first = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap().remove(0);
+    let first = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap().claimed.remove(0);
     let rr = RecoveryRequest { policy: RecoveryPolicy::default(), limit: 10 };
     s.recover(&rr, &wfs, at(20_000)).await.unwrap();
-    let second = s.claim(&req("runner_b", 1), &wfs, at(20_000)).await.unwrap().remove(0);
+    let second = s.claim(&req("runner_b", 1), &wfs, at(20_000)).await.unwrap().claimed.remove(0);
     assert_eq!(second.id, first.id);
     assert_ne!(second.fencing_token, first.fencing_token, "the token changes on every claim");
 
@@ -297,7 +297,7 @@ pub async fn retries_honour_retry_at(t: &dyn ContractTarget) {
     let wf = single();
     let wfs = set(&[&wf]);
     create(&*s, &wf, input(1), T0).await;
-    let c = s.claim(&req("r1", 1), &wfs, T0).await.unwrap().remove(0);
+    let c = s.claim(&req("r1", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     let retry_at = at(10_000);
     let out = s
         .report(
@@ -317,8 +317,8 @@ pub async fn retries_honour_retry_at(t: &dyn ContractTarget) {
     let row = task_state(&*s, c.execution_id, "only").await;
     assert_eq!((row.state, row.attempt, row.ready_at), (TaskState::Ready, 2, retry_at));
     assert_eq!(row.error.as_deref(), Some("transient failure: boom"));
-    assert!(s.claim(&req("r1", 1), &wfs, at(9_999)).await.unwrap().is_empty());
-    let again = s.claim(&req("r1", 1), &wfs, retry_at).await.unwrap();
+    assert!(s.claim(&req("r1", 1), &wfs, at(9_999)).await.unwrap().claimed.is_empty());
+    let again = s.claim(&req("r1", 1), &wfs, retry_at).await.unwrap().claimed;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].attempt, 2);
     assert_eq!(again[0].input, input(1), "a retried root gets the execution input again");
@@ -334,7 +334,7 @@ pub async fn illegal_transitions_are_rejected(t: &dyn ContractTarget) {
     s.pause(id, T0).await.unwrap();
     assert!(matches!(s.pause(id, T0).await, Err(StorageError::IllegalTransition(_))));
     s.resume(id, T0).await.unwrap();
-    let c = s.claim(&req("r1", 1), &wfs, T0).await.unwrap().remove(0);
+    let c = s.claim(&req("r1", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     s.report(vec![success(&c, Context::new())], None, &wfs, T0).await.unwrap();
     assert_eq!(s.execution(id).await.unwrap().unwrap().state, WorkflowState::Completed);
     let err = s.cancel(id, "too late", T0).await.unwrap_err();
@@ -375,7 +375,7 @@ pub async fn events_follow_every_state_change(t: &dyn ContractTarget) {
     let wf = chain();
     let wfs = set(&[&wf]);
     let id = create(&*s, &wf, input(1), T0).await;
-    let first = s.claim(&req("r1", 5), &wfs, at(1)).await.unwrap();
+    let first = s.claim(&req("r1", 5), &wfs, at(1)).await.unwrap().claimed;
     assert_eq!(first.len(), 1);
     let failed = TaskReport {
         task: first[0].id,
@@ -385,7 +385,7 @@ pub async fn events_follow_every_state_change(t: &dyn ContractTarget) {
     };
     let out = s.report(vec![failed], None, &wfs, at(2)).await.unwrap();
     assert_eq!(out.effects.newly_ready, 1, "cleanup runs after a failure");
-    let cleanup = s.claim(&req("r1", 5), &wfs, at(3)).await.unwrap().remove(0);
+    let cleanup = s.claim(&req("r1", 5), &wfs, at(3)).await.unwrap().claimed.remove(0);
     assert_eq!(cleanup.name, "cleanup");
     assert_eq!(cleanup.input, input(1), "no completed dependency: the execution input");
     let out = s.report(vec![success(&cleanup, Context::new())], None, &wfs, at(4)).await.unwrap();
@@ -426,9 +426,9 @@ pub async fn tenants_are_isolated(t: &dyn ContractTarget) {
     let id = create(&*a, &wf, input(1), T0).await;
     assert!(b.execution(id).await.unwrap().is_none());
     assert!(b.list_executions(&ExecutionFilter::default()).await.unwrap().is_empty());
-    assert!(b.claim(&req("r", 10), &wfs, T0).await.unwrap().is_empty());
+    assert!(b.claim(&req("r", 10), &wfs, T0).await.unwrap().claimed.is_empty());
     let idb = create(&*b, &wf, input(2), T0).await;
-    let claimed = a.claim(&req("r", 10), &wfs, T0).await.unwrap();
+    let claimed = a.claim(&req("r", 10), &wfs, T0).await.unwrap().claimed;
     assert_eq!(claimed.iter().map(|c| c.execution_id).collect::<Vec<_>>(), vec![id]);
     assert_eq!(b.list_executions(&ExecutionFilter::default()).await.unwrap()[0].id, idb);
 }
@@ -444,12 +444,12 @@ pub async fn context_round_trip(t: &dyn ContractTarget) {
     ctx.set("nested", serde_json::json!({"a": [1, 2.5, null, true], "b": {"c": "d"}})).unwrap();
     let id = create(&*s, &wf, ctx.clone(), T0).await;
     assert_eq!(s.execution(id).await.unwrap().unwrap().input, ctx);
-    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().remove(0);
+    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     assert_eq!(a.input, ctx);
     let mut out = a.input.clone();
     out.set("from_a", "✓").unwrap();
     s.report(vec![success(&a, out.clone())], None, &wfs, T0).await.unwrap();
-    let next = s.claim(&req("r", 2), &wfs, T0).await.unwrap();
+    let next = s.claim(&req("r", 2), &wfs, T0).await.unwrap().claimed;
     assert_eq!(next.len(), 2);
     assert!(next.iter().all(|c| c.input == out), "dependents receive the output");
 }
@@ -477,7 +477,7 @@ pub async fn abandoned_after_max_recoveries(t: &dyn ContractTarget) {
     let rr = RecoveryRequest { policy, limit: 10 };
     let mut now = 0;
     for round in 1..=3 {
-        let c = s.claim(&req(&format!("doomed{round}"), 1), &wfs, at(now)).await.unwrap();
+        let c = s.claim(&req(&format!("doomed{round}"), 1), &wfs, at(now)).await.unwrap().claimed;
         assert_eq!(c.len(), 1, "round {round}");
         now += 60_000;
         let rep = s.recover(&rr, &wfs, at(now)).await.unwrap();
@@ -502,7 +502,7 @@ pub async fn cancel_stops_everything(t: &dyn ContractTarget) {
     let wf = diamond();
     let wfs = set(&[&wf]);
     let id = create(&*s, &wf, input(1), T0).await;
-    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().remove(0);
+    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     let eff = s.cancel(id, "user asked", at(1)).await.unwrap();
     assert_eq!(eff.finished, vec![FinishedExecution { id, state: WorkflowState::Cancelled }]);
     assert!(s.tasks(id).await.unwrap().iter().all(|t| t.state == TaskState::Cancelled));
@@ -519,10 +519,10 @@ pub async fn pause_holds_claims(t: &dyn ContractTarget) {
     let wfs = set(&[&wf]);
     let id = create(&*s, &wf, input(1), T0).await;
     s.pause(id, T0).await.unwrap();
-    assert!(s.claim(&req("r", 5), &wfs, T0).await.unwrap().is_empty());
+    assert!(s.claim(&req("r", 5), &wfs, T0).await.unwrap().claimed.is_empty());
     let eff = s.resume(id, T0).await.unwrap();
     assert_eq!(eff.newly_ready, 1);
-    assert_eq!(s.claim(&req("r", 5), &wfs, T0).await.unwrap().len(), 1);
+    assert_eq!(s.claim(&req("r", 5), &wfs, T0).await.unwrap().claimed.len(), 1);
 }
 
 /// A report can claim the work it makes ready, in the same transaction.
@@ -531,7 +531,7 @@ pub async fn report_claims_follow_up_work(t: &dyn ContractTarget) {
     let wf = diamond();
     let wfs = set(&[&wf]);
     let id = create(&*s, &wf, input(1), T0).await;
-    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().remove(0);
+    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     let out = s.report(vec![success(&a, input(2))], Some(&req("r", 10)), &wfs, at(1)).await.unwrap();
     let names: Vec<&str> = out.effects.claimed.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(names, ["b", "c"]);
@@ -562,13 +562,13 @@ pub async fn release_returns_tasks_at_once(t: &dyn ContractTarget) {
     let a = registration("runner_a", "a1");
     s.register_runner(&a, T0).await.unwrap();
     create(&*s, &wf, input(1), T0).await;
-    let c = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap().remove(0);
+    let c = s.claim(&ClaimRequest { owner: claim_owner(&a), limit: 1 }, &wfs, T0).await.unwrap().claimed.remove(0);
     let eff = s.release_runner(&a, at(1)).await.unwrap();
     assert_eq!(eff.newly_ready, 1);
     let row = task_state(&*s, c.execution_id, "only").await;
     assert_eq!((row.state, row.recovery_count), (TaskState::Ready, 0));
     assert_eq!(s.heartbeat(&a, at(2)).await.unwrap(), Heartbeat::Lost, "a stopped runner is not alive");
-    assert_eq!(s.claim(&req("runner_b", 1), &wfs, at(2)).await.unwrap().len(), 1);
+    assert_eq!(s.claim(&req("runner_b", 1), &wfs, at(2)).await.unwrap().claimed.len(), 1);
 }
 
 /// A runner restarted under the same id takes back its old leases at once:
@@ -580,7 +580,7 @@ pub async fn restart_with_stable_id_reclaims_at_once(t: &dyn ContractTarget) {
     let old = registration("stable", "first-life");
     s.register_runner(&old, T0).await.unwrap();
     create(&*s, &wf, input(1), T0).await;
-    let c = s.claim(&ClaimRequest { owner: claim_owner(&old), limit: 1 }, &wfs, T0).await.unwrap().remove(0);
+    let c = s.claim(&ClaimRequest { owner: claim_owner(&old), limit: 1 }, &wfs, T0).await.unwrap().claimed.remove(0);
     let new = registration("stable", "second-life");
     s.register_runner(&new, at(100)).await.unwrap();
     let rep =
@@ -596,7 +596,7 @@ pub async fn claims_only_known_workflows(t: &dyn ContractTarget) {
     let (w1, w2) = (single(), diamond());
     create(&*s, &w1, input(1), T0).await;
     create(&*s, &w2, input(2), T0).await;
-    let got = s.claim(&req("r", 10), &set(&[&w2]), T0).await.unwrap();
+    let got = s.claim(&req("r", 10), &set(&[&w2]), T0).await.unwrap().claimed;
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].workflow, w2.reference());
 }
@@ -627,7 +627,7 @@ pub async fn outputs_are_per_task(t: &dyn ContractTarget) {
     let wf = diamond();
     let wfs = set(&[&wf]);
     let id = create(&*s, &wf, input(1), T0).await;
-    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().remove(0);
+    let a = s.claim(&req("r", 1), &wfs, T0).await.unwrap().claimed.remove(0);
     s.report(vec![success(&a, input(5))], None, &wfs, T0).await.unwrap();
     let all: HashMap<String, Context> = s.outputs(id, &[]).await.unwrap();
     assert_eq!(all.len(), 1);

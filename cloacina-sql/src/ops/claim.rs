@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cloacina_core::ports::{ClaimRequest, ClaimedTask};
+use cloacina_core::ports::{ClaimRequest, Effects};
 use cloacina_core::step::{PendingClaim, Step};
 use cloacina_core::{ExecutionId, Timestamp, Workflow, WorkflowSet, WorkflowState};
 use sea_orm::sea_query::Query;
@@ -21,9 +21,9 @@ impl<B: SqlBackend> SqlStorage<B> {
         req: &ClaimRequest,
         workflows: &WorkflowSet,
         now: Timestamp,
-    ) -> Result<Vec<ClaimedTask>, TxError> {
+    ) -> Result<Effects, TxError> {
         if req.limit == 0 || workflows.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Effects::default());
         }
         let by_key: HashMap<String, &Workflow> =
             workflows.iter().map(|w| (rows::workflow_key(&w.reference()), w)).collect();
@@ -32,7 +32,7 @@ impl<B: SqlBackend> SqlStorage<B> {
         let claimed = self.backend.claim_rows(&txn, req, &keys, now).await.map_err(|e| self.backend.classify(e))?;
         if claimed.is_empty() {
             txn.commit().await.map_err(|e| self.backend.classify(e))?;
-            return Ok(Vec::new());
+            return Ok(Effects::default());
         }
         let mut step = Step::new(now, workflows, None);
         let mut pending = Vec::with_capacity(claimed.len());
@@ -66,6 +66,6 @@ impl<B: SqlBackend> SqlStorage<B> {
         writes::apply(&self.backend, &txn, &out.writes, now).await?;
         let tasks = crate::ops::inputs::resolve(&self.backend, &txn, pending).await?;
         txn.commit().await.map_err(|e| self.backend.classify(e))?;
-        Ok(tasks)
+        Ok(Effects { events: out.writes.events, claimed: tasks, ..Effects::default() })
     }
 }

@@ -1,0 +1,88 @@
+//! The runner's error type.
+
+use cloacina_core::ports::StorageError;
+use cloacina_core::{ExecutionId, TenantNameError, WorkflowError};
+
+/// Why a runner call failed. A workflow that *ran* and failed is not an
+/// error: [`execute`](crate::DefaultRunner::execute) returns its result
+/// with status `Failed`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunnerError {
+    /// A builder setting out of range or missing. Nothing is clamped.
+    #[error("invalid runner configuration: `{option}` {reason}")]
+    InvalidConfig {
+        /// The setting.
+        option: &'static str,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// A database URL whose scheme this build cannot serve.
+    #[error("unsupported database URL `{url}`: {reason}")]
+    UnsupportedUrl {
+        /// The URL, password redacted.
+        url: String,
+        /// What is supported.
+        reason: String,
+    },
+    /// An invalid tenant name.
+    #[error(transparent)]
+    InvalidTenant(#[from] TenantNameError),
+    /// An invalid workflow definition.
+    #[error(transparent)]
+    InvalidWorkflow(#[from] WorkflowError),
+    /// A workflow name this runner does not know.
+    #[error("unknown workflow `{name}`; registered: [{}]", known.join(", "))]
+    UnknownWorkflow {
+        /// The name asked for.
+        name: String,
+        /// The names registered on this runner.
+        known: Vec<String>,
+    },
+    /// A second, different workflow under a name already registered.
+    #[error(
+        "workflow `{name}` is already registered with a different shape (version {existing}, new {new}); \
+         register changed workflows under a new name"
+    )]
+    WorkflowConflict {
+        /// The name.
+        name: String,
+        /// The registered version.
+        existing: String,
+        /// The version offered.
+        new: String,
+    },
+    /// No execution with this id in this tenant.
+    #[error("execution {id} not found")]
+    ExecutionNotFound {
+        /// The id.
+        id: ExecutionId,
+    },
+    /// The runner was shut down.
+    #[error("the runner has been shut down")]
+    ShutDown,
+    /// `wait_timeout` gave up waiting.
+    #[error("execution {id} did not finish within {}", humantime_ms(*.waited))]
+    WaitTimeout {
+        /// The execution.
+        id: ExecutionId,
+        /// How long it waited.
+        waited: std::time::Duration,
+    },
+    /// The storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn humantime_ms(d: std::time::Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+impl RunnerError {
+    pub(crate) fn config(option: &'static str, reason: impl Into<String>) -> Self {
+        Self::InvalidConfig { option, reason: reason.into() }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = RunnerError> = std::result::Result<T, E>;

@@ -1,0 +1,506 @@
+//! DefaultRunner behaviour, on SQLite files and on PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use cloacina_runner::{
+    Backoff, Context, DefaultRunner, ExecutionFilter, RetryCondition, RetryPolicy, RunnerError, TaskError, TaskSpec,
+    TaskState, TriggerRule, Workflow, WorkflowState, task_fn, task_fn_with_run,
+};
+use common::TestDb;
+
+fn add(key: &'static str) -> TaskSpec {
+    TaskSpec::new(
+        key,
+        task_fn(move |mut ctx: Context| async move {
+            let seen: Vec<String> = ctx.keys().map(str::to_owned).collect();
+            ctx.set(key, seen)?;
+            Ok::<_, TaskError>(ctx)
+        }),
+    )
+    .retry(RetryPolicy::none())
+}
+
+fn fail(id: &'static str) -> TaskSpec {
+    TaskSpec::new(
+        id,
+        task_fn(|_ctx: Context| async move { Err::<Context, _>(TaskError::permanent("broken on purpose")) }),
+    )
+    .retry(RetryPolicy::none())
+}
+
+async fn diamond_data_flow(db: TestDb) {
+    let wf = Workflow::builder("diamond")
+        .task(add("a"))
+        .task(add("b").depends_on(["a"]))
+        .task(add("c").depends_on(["a"]))
+        .task(add("d").depends_on(["b", "c"]))
+        .build()
+        .unwrap();
+    let runner = db.builder().workflow(wf).build().await.unwrap();
+    let mut input = Context::new();
+    input.set("input", 1).unwrap();
+    let r = runner.execute("diamond", input).await.unwrap();
+    assert_eq!(r.status, WorkflowState::Completed, "{r:?}");
+    let seen = |k: &str| r.context.get_as::<Vec<String>>(k).unwrap();
+    assert_eq!(seen("a"), ["input"], "the root gets the input");
+    assert_eq!(seen("b"), ["a", "input"]);
+    assert_eq!(seen("c"), ["a", "input"]);
+    assert_eq!(seen("d"), ["a", "b", "c", "input"], "d gets both branches merged");
+    assert!(r.tasks.iter().all(|t| t.state == TaskState::Completed && t.attempts == 1));
+    assert_eq!(runner.status(r.id).await.unwrap(), WorkflowState::Completed);
+    runner.shutdown().await.unwrap();
+}
+
+async fn trigger_rules_and_upstream_failed_skips(db: TestDb) {
+    let wf = Workflow::builder("triggers")
+        .task(fail("a"))
+        .task(add("b").depends_on(["a"]))
+        .task(add("on_failure").depends_on(["a"]).trigger(TriggerRule::OneFailed))
+        .task(add("always").depends_on(["b", "on_failure"]).trigger(TriggerRule::AllDone))
+        .task(add("after_b").depends_on(["b"]))
+        .build()
+        .unwrap();
+    let runner = db.builder().workflow(wf).build().await.unwrap();
+    let r = runner.execute("triggers", Context::new()).await.unwrap();
+    let state = |t: &str| r.task(t).unwrap().state;
+    assert_eq!(state("a"), TaskState::Failed);
+    assert_eq!(state("b"), TaskState::Skipped);
+    assert!(r.task("b").unwrap().error.as_deref().unwrap().contains("upstream failed"));
+    assert_eq!(state("after_b"), TaskState::Skipped, "a skip cascades");
+    assert_eq!(state("on_failure"), TaskState::Completed);
+    assert_eq!(state("always"), TaskState::Completed);
+    assert_eq!(r.status, WorkflowState::Failed);
+    assert!(r.error.as_deref().unwrap().contains("broken on purpose"));
+    runner.shutdown().await.unwrap();
+}
+
+async fn retries_follow_backoff_from_stored_timestamps(db: TestDb) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    let flaky = TaskSpec::new(
+        "flaky",
+        task_fn(move |ctx: Context| {
+            let c = c.clone();
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) < 2 {
+                    return Err(TaskError::transient("not yet"));
+                }
+                Ok(ctx)
+            }
+        }),
+    )
+    .retry(
+        RetryPolicy::builder()
+            .total_attempts(3)
+            .backoff(Backoff::Fixed(Duration::from_millis(300)))
+            .jitter(0.0)
+            .condition(RetryCondition::TransientOnly)
+            .build()
+            .unwrap(),
+    );
+    let runner = db.builder().workflow(Workflow::builder("flaky").task(flaky).build().unwrap()).build().await.unwrap();
+    let r = runner.execute("flaky", Context::new()).await.unwrap();
+    assert_eq!(r.status, WorkflowState::Completed);
+    assert_eq!(r.tasks[0].attempts, 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+    // From the stored history: each retry started at least 300 ms after the
+    // failure that scheduled it.
+    let history = runner.history(r.id).await.unwrap();
+    let task_events: Vec<_> = history.iter().filter(|e| e.task.as_deref() == Some("flaky")).collect();
+    let failures: Vec<_> =
+        task_events.iter().filter(|e| e.from.as_deref() == Some("running") && e.to == "ready").collect();
+    let starts: Vec<_> = task_events.iter().filter(|e| e.to == "running").collect();
+    assert_eq!((failures.len(), starts.len()), (2, 3));
+    for (i, f) in failures.iter().enumerate() {
+        let gap = starts[i + 1].at.since(f.at);
+        assert!(gap >= Duration::from_millis(300), "retry {} started after {gap:?}", i + 1);
+        assert!(f.detail.as_deref().unwrap().contains("retry at"));
+    }
+    runner.shutdown().await.unwrap();
+}
+
+async fn timeouts_fail_the_attempt(db: TestDb) {
+    let slow = TaskSpec::new(
+        "slow",
+        task_fn(|ctx: Context| async move {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            Ok::<_, TaskError>(ctx)
+        }),
+    )
+    .timeout(Duration::from_millis(100))
+    .retry(RetryPolicy::none());
+    let runner = db.builder().workflow(Workflow::builder("slow").task(slow).build().unwrap()).build().await.unwrap();
+    let started = Instant::now();
+    let r = runner.execute("slow", Context::new()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(r.tasks[0].state, TaskState::Failed);
+    assert!(r.tasks[0].error.as_deref().unwrap().contains("timed out after 100ms"), "{:?}", r.tasks[0].error);
+    runner.shutdown().await.unwrap();
+}
+
+async fn panics_fail_the_attempt_not_the_runner(db: TestDb) {
+    let boom = TaskSpec::new("boom", task_fn(|_ctx: Context| async move { panic!("kaboom") })).retry(
+        RetryPolicy::builder().total_attempts(2).backoff(Backoff::Fixed(Duration::from_millis(10))).build().unwrap(),
+    );
+    let wf = Workflow::builder("panics").task(boom).build().unwrap();
+    let ok = Workflow::builder("fine").task(add("x")).build().unwrap();
+    let runner = db.builder().workflow(wf).workflow(ok).build().await.unwrap();
+    let r = runner.execute("panics", Context::new()).await.unwrap();
+    assert_eq!(r.tasks[0].state, TaskState::Failed);
+    assert_eq!(r.tasks[0].attempts, 2, "a panic is a failed attempt, retried under `all`");
+    assert!(r.tasks[0].error.as_deref().unwrap().contains("task panicked: kaboom"));
+    let after = runner.execute("fine", Context::new()).await.unwrap();
+    assert!(after.is_success(), "the runner keeps serving");
+    runner.shutdown().await.unwrap();
+}
+
+async fn cancel_stops_the_execution(db: TestDb) {
+    let saw_signal = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(tokio::sync::Notify::new());
+    let (s, st) = (saw_signal.clone(), started.clone());
+    let long = TaskSpec::new(
+        "long",
+        task_fn_with_run(move |_ctx: Context, run| {
+            let (s, st) = (s.clone(), st.clone());
+            async move {
+                st.notify_one();
+                run.cancellation.cancelled().await;
+                s.store(true, Ordering::SeqCst);
+                Err::<Context, _>(TaskError::Cancelled)
+            }
+        }),
+    );
+    let after_ran = Arc::new(AtomicBool::new(false));
+    let ar = after_ran.clone();
+    let after = TaskSpec::new(
+        "after",
+        task_fn(move |ctx: Context| {
+            let ar = ar.clone();
+            async move {
+                ar.store(true, Ordering::SeqCst);
+                Ok::<_, TaskError>(ctx)
+            }
+        }),
+    )
+    .depends_on(["long"]);
+    let runner = db
+        .builder()
+        .workflow(Workflow::builder("cancel").task(long).task(after).build().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let handle = runner.execute_async("cancel", Context::new()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the task started");
+    let waiter = {
+        let h = handle.clone();
+        tokio::spawn(async move { h.wait().await })
+    };
+    let t = Instant::now();
+    handle.cancel().await.unwrap();
+    let r =
+        tokio::time::timeout(Duration::from_secs(5), waiter).await.expect("wait returns promptly").unwrap().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.status, WorkflowState::Cancelled);
+    assert!(r.tasks.iter().all(|t| t.state == TaskState::Cancelled));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(saw_signal.load(Ordering::SeqCst), "the running task got the cancellation signal");
+    assert!(!after_ran.load(Ordering::SeqCst), "no further task started");
+    runner.shutdown().await.unwrap();
+}
+
+async fn pause_and_resume(db: TestDb) {
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let second_ran = Arc::new(AtomicBool::new(false));
+    let g = gate.clone();
+    let first = TaskSpec::new(
+        "first",
+        task_fn(move |ctx: Context| {
+            let g = g.clone();
+            async move {
+                let _ = g.acquire().await;
+                Ok::<_, TaskError>(ctx)
+            }
+        }),
+    );
+    let sr = second_ran.clone();
+    let second = TaskSpec::new(
+        "second",
+        task_fn(move |ctx: Context| {
+            let sr = sr.clone();
+            async move {
+                sr.store(true, Ordering::SeqCst);
+                Ok::<_, TaskError>(ctx)
+            }
+        }),
+    )
+    .depends_on(["first"]);
+    let runner = db
+        .builder()
+        .workflow(Workflow::builder("pausable").task(first).task(second).build().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let h = runner.execute_async("pausable", Context::new()).await.unwrap();
+    runner.pause(h.id()).await.unwrap();
+    assert_eq!(h.status().await.unwrap(), WorkflowState::Paused);
+    gate.add_permits(1); // the running task finishes while paused
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!second_ran.load(Ordering::SeqCst), "nothing starts while paused");
+    let r = h.result().await.unwrap();
+    assert_eq!(r.task("first").unwrap().state, TaskState::Completed);
+    assert_eq!(r.task("second").unwrap().state, TaskState::Ready);
+    runner.resume(h.id()).await.unwrap();
+    let r = h.wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r.status, WorkflowState::Completed);
+    assert!(second_ran.load(Ordering::SeqCst));
+    assert!(
+        matches!(runner.resume(h.id()).await, Err(RunnerError::Storage(_))),
+        "resuming a completed execution is illegal"
+    );
+    runner.shutdown().await.unwrap();
+}
+
+async fn concurrency_limit_is_exact(db: TestDb) {
+    let current = Arc::new(AtomicUsize::new(0));
+    let max = Arc::new(AtomicUsize::new(0));
+    let mut b = Workflow::builder("wide");
+    for i in 0..8 {
+        let (cur, mx) = (current.clone(), max.clone());
+        let id = format!("t{i}");
+        b = b.task(TaskSpec::new(
+            id,
+            task_fn(move |ctx: Context| {
+                let (cur, mx) = (cur.clone(), mx.clone());
+                async move {
+                    let now = cur.fetch_add(1, Ordering::SeqCst) + 1;
+                    mx.fetch_max(now, Ordering::SeqCst);
+                    // Barrier-like probe: wait until 4 run at once (or give up).
+                    let deadline = Instant::now() + Duration::from_secs(5);
+                    while mx.load(Ordering::SeqCst) < 4 && Instant::now() < deadline {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    cur.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, TaskError>(ctx)
+                }
+            }),
+        ));
+    }
+    let runner = db.builder().max_concurrent_tasks(4).workflow(b.build().unwrap()).build().await.unwrap();
+    let r = runner.execute("wide", Context::new()).await.unwrap();
+    assert!(r.is_success());
+    assert_eq!(max.load(Ordering::SeqCst), 4, "exactly the limit ran at once");
+    runner.shutdown().await.unwrap();
+}
+
+async fn a_thousand_workflows_finish(db: TestDb) {
+    let wf = Workflow::builder("pair").task(add("one")).task(add("two").depends_on(["one"])).build().unwrap();
+    let runner = db.builder().workflow(wf).build().await.unwrap();
+    let mut handles = Vec::new();
+    for i in 0..1000 {
+        let mut ctx = Context::new();
+        ctx.set("i", i).unwrap();
+        handles.push(runner.execute_async("pair", ctx).await.unwrap());
+    }
+    let mut ok = 0;
+    for h in handles {
+        let r = h.wait_timeout(Duration::from_secs(120)).await.unwrap();
+        assert_eq!(r.status, WorkflowState::Completed, "{r:?}");
+        assert!(r.context.contains_key("two"));
+        ok += 1;
+    }
+    assert_eq!(ok, 1000);
+    let done = runner
+        .list_executions(ExecutionFilter {
+            states: vec![WorkflowState::Completed],
+            limit: Some(2000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1000);
+    runner.shutdown().await.unwrap();
+}
+
+async fn tenants_sharing_a_database_stay_apart(db: TestDb) {
+    let (other, _guard) = db.other_tenant();
+    let wf = || Workflow::builder("same_name").task(add("x")).build().unwrap();
+    let a = db.builder().workflow(wf()).build().await.unwrap();
+    let b = DefaultRunner::builder().database_url(&db.url).schema(&other).workflow(wf()).build().await.unwrap();
+    let ra = a.execute("same_name", Context::new()).await.unwrap();
+    let rb = b.execute("same_name", Context::new()).await.unwrap();
+    let ids = |r: &DefaultRunner| {
+        let r = r.clone();
+        async move {
+            r.list_executions(ExecutionFilter::default()).await.unwrap().into_iter().map(|e| e.id).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(ids(&a).await, vec![ra.id]);
+    assert_eq!(ids(&b).await, vec![rb.id]);
+    assert!(matches!(b.result(ra.id).await, Err(RunnerError::ExecutionNotFound { .. })));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+async fn events_are_streamed_and_kept(db: TestDb) {
+    let runner =
+        db.builder().workflow(Workflow::builder("evented").task(add("x")).build().unwrap()).build().await.unwrap();
+    let mut stream = runner.subscribe_events();
+    let r = runner.execute("evented", Context::new()).await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), stream.next()).await {
+        let last = e.task.is_none() && e.to == "completed";
+        seen.push(e);
+        if last {
+            break;
+        }
+    }
+    let history = runner.history(r.id).await.unwrap();
+    assert_eq!(seen, history, "the stream shows what storage recorded");
+    assert_eq!(history.first().unwrap().to, "pending");
+    assert_eq!(history.last().unwrap().to, "completed");
+    runner.shutdown().await.unwrap();
+}
+
+async fn bad_calls_get_typed_errors(db: TestDb) {
+    let wf = Workflow::builder("known").task(add("x")).build().unwrap();
+    let runner = db.builder().workflow(wf.clone()).build().await.unwrap();
+    match runner.execute("nope", Context::new()).await {
+        Err(RunnerError::UnknownWorkflow { name, known }) => {
+            assert_eq!(name, "nope");
+            assert_eq!(known, ["known"]);
+        }
+        other => panic!("expected UnknownWorkflow, got {other:?}"),
+    }
+    runner.register_workflow(wf).unwrap(); // the same shape again is fine
+    let changed = Workflow::builder("known").task(add("x")).task(add("y")).build().unwrap();
+    assert!(matches!(runner.register_workflow(changed), Err(RunnerError::WorkflowConflict { .. })));
+    let unknown = cloacina_runner::ExecutionId::new();
+    assert!(matches!(runner.cancel(unknown).await, Err(RunnerError::ExecutionNotFound { id }) if id == unknown));
+    assert!(matches!(runner.status(unknown).await, Err(RunnerError::ExecutionNotFound { .. })));
+    assert!(matches!(runner.result(unknown).await, Err(RunnerError::ExecutionNotFound { .. })));
+    runner.shutdown().await.unwrap();
+    assert!(matches!(runner.execute("known", Context::new()).await, Err(RunnerError::ShutDown)));
+    runner.shutdown().await.unwrap(); // idempotent
+}
+
+async fn oversized_outputs_fail_the_attempt(db: TestDb) {
+    let big = TaskSpec::new(
+        "big",
+        task_fn(|mut ctx: Context| async move {
+            ctx.set("blob", "x".repeat(10_000))?;
+            Ok::<_, TaskError>(ctx)
+        }),
+    )
+    .retry(RetryPolicy::none());
+    let runner = db
+        .builder()
+        .context_size_limit(1_000)
+        .workflow(Workflow::builder("big").task(big).build().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let r = runner.execute("big", Context::new()).await.unwrap();
+    assert_eq!(r.tasks[0].state, TaskState::Failed);
+    assert!(r.tasks[0].error.as_deref().unwrap().contains("over the limit of 1000 bytes"), "{:?}", r.tasks[0].error);
+    runner.shutdown().await.unwrap();
+}
+
+async fn retries_survive_a_restart(db: TestDb) {
+    let wf = |fail_first: bool| {
+        Workflow::builder("durable_retry")
+            .task(
+                TaskSpec::new(
+                    "t",
+                    task_fn(move |ctx: Context| async move {
+                        if fail_first { Err(TaskError::transient("first life fails")) } else { Ok(ctx) }
+                    }),
+                )
+                .retry(
+                    RetryPolicy::builder()
+                        .total_attempts(3)
+                        .backoff(Backoff::Fixed(Duration::from_millis(800)))
+                        .jitter(0.0)
+                        .build()
+                        .unwrap(),
+                ),
+            )
+            .build()
+            .unwrap()
+    };
+    // Two closures with the same shape have the same version: the second
+    // runner continues the first one's executions.
+    let first = db.builder().workflow(wf(true)).build().await.unwrap();
+    let h = first.execute_async("durable_retry", Context::new()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = h.result().await.unwrap();
+        if r.tasks[0].attempts == 2 && r.tasks[0].state == TaskState::Ready {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the first attempt did not fail in time: {r:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.shutdown().await.unwrap();
+    let second = db.builder().workflow(wf(false)).build().await.unwrap();
+    let r = second.handle(h.id()).wait_timeout(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(r.status, WorkflowState::Completed);
+    assert_eq!(r.tasks[0].attempts, 2, "the stored retry was honoured after the restart");
+    second.shutdown().await.unwrap();
+}
+
+async fn wait_timeout_gives_up(db: TestDb) {
+    let slow = TaskSpec::new(
+        "slow",
+        task_fn(|ctx: Context| async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok::<_, TaskError>(ctx)
+        }),
+    );
+    let runner =
+        db.builder().workflow(Workflow::builder("slowpoke").task(slow).build().unwrap()).build().await.unwrap();
+    let h = runner.execute_async("slowpoke", Context::new()).await.unwrap();
+    assert!(matches!(h.wait_timeout(Duration::from_millis(100)).await, Err(RunnerError::WaitTimeout { .. })));
+    assert!(h.wait().await.unwrap().is_success(), "the execution went on");
+    runner.shutdown().await.unwrap();
+}
+
+async fn dropping_without_shutdown_does_not_hang(db: TestDb) {
+    let forever = TaskSpec::new(
+        "forever",
+        task_fn(|ctx: Context| async move {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<_, TaskError>(ctx)
+        }),
+    );
+    let runner =
+        db.builder().workflow(Workflow::builder("forever").task(forever).build().unwrap()).build().await.unwrap();
+    let h = runner.execute_async("forever", Context::new()).await.unwrap();
+    drop(h);
+    let t = Instant::now();
+    drop(runner);
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+on_both_backends!(
+    diamond_data_flow,
+    trigger_rules_and_upstream_failed_skips,
+    retries_follow_backoff_from_stored_timestamps,
+    timeouts_fail_the_attempt,
+    panics_fail_the_attempt_not_the_runner,
+    cancel_stops_the_execution,
+    pause_and_resume,
+    concurrency_limit_is_exact,
+    a_thousand_workflows_finish,
+    tenants_sharing_a_database_stay_apart,
+    events_are_streamed_and_kept,
+    bad_calls_get_typed_errors,
+    oversized_outputs_fail_the_attempt,
+    retries_survive_a_restart,
+    wait_timeout_gives_up,
+    dropping_without_shutdown_does_not_hang,
+);

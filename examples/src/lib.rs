@@ -1,0 +1,8 @@
+//! Runnable examples of Cloacina. Run one with `cargo run --example NAME`:
+//!
+//! * `quickstart` — a four-task DAG with fan-out and fan-in on a local
+//!   SQLite file;
+//! * `retries_and_triggers` — a flaky task retried with backoff, and a
+//!   branch skipped by a trigger rule;
+//! * `multi_tenant` — on PostgreSQL: a legacy `public` runner beside two
+//!   tenant runners, each seeing only its own executions.

@@ -1,0 +1,52 @@
+//! Runs the example programs as a user would, and checks what they print.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn example(name: &str) -> PathBuf {
+    // target/<profile>/deps/<this test> -> target/<profile>/examples/<name>
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let path = profile_dir.join("examples").join(name);
+    assert!(path.exists(), "example binary {} not built (cargo test builds examples)", path.display());
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run example");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "example failed ({}):\n{text}", out.status);
+    text
+}
+
+#[test]
+fn quickstart_runs_on_a_local_sqlite_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(Command::new(example("quickstart")).current_dir(dir.path()));
+    assert!(first.contains("finished: Completed"), "{first}");
+    assert!(first.contains("summary = \"23.25 to invoice, 1 item(s) to reorder\""), "{first}");
+    assert!(dir.path().join("quickstart.db").exists());
+    let second = run(Command::new(example("quickstart")).current_dir(dir.path()));
+    assert!(second.contains("2 execution(s) stored"), "the file keeps earlier executions:\n{second}");
+}
+
+#[test]
+fn retries_and_triggers_runs() {
+    let out = run(&mut Command::new(example("retries_and_triggers")));
+    assert!(out.contains("fetch_rates       Completed attempts=3"), "{out}");
+    assert!(out.contains("notify_vip        Skipped"), "{out}");
+    assert!(out.contains("audit             Completed"), "{out}");
+}
+
+#[tokio::test]
+async fn multi_tenant_runs_on_postgres() {
+    let db = cloacina_testkit::pg::TestDatabase::create("example").await;
+    let out = run(Command::new(example("multi_tenant")).env("CLOACINA_EXAMPLE_DATABASE_URL", &db.url));
+    for t in ["public", "tenant_acme", "tenant_globex"] {
+        assert!(out.contains(&format!("report for {t}")), "{out}");
+    }
+    assert_eq!(out.matches("sees 1 execution(s), 0 of another tenant").count(), 3, "{out}");
+    let missing = Command::new(example("multi_tenant")).env_remove("CLOACINA_EXAMPLE_DATABASE_URL").output().unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("needs PostgreSQL"));
+}
