@@ -2,7 +2,7 @@
 //!
 //! It is the reference behaviour for the adapter contract suite and the
 //! storage behind runner unit tests. It keeps everything in one mutex; each
-//! call is one "transaction". It uses the same [`Step`](crate::step::Step)
+//! call is one "transaction". It uses the same [`Step`]
 //! logic as the SQL adapters, so it differs from them only in where rows
 //! live. Nothing is persisted.
 

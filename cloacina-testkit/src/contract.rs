@@ -1,6 +1,6 @@
 //! The storage contract suite: behaviour every storage adapter must have.
 //!
-//! Written once; each adapter runs it through [`storage_contract!`]
+//! Written once; each adapter runs it through [`storage_contract!`](crate::storage_contract)
 //! (crate root) with a setup expression that yields a [`ContractTarget`] on
 //! a fresh tenant. Times are passed explicitly, so nothing here sleeps.
 

@@ -83,25 +83,26 @@ fn test_all(args: &[String]) -> Result<(), String> {
     clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
     run_step("cargo clippy -D warnings", clippy)?;
 
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps", "--all-features"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run_step("cargo doc (warnings denied)", doc)?;
+
     eprintln!("\n==> provisioning PostgreSQL");
     let server = pg::provision(mode, pg::Durability::Fast)?;
-    eprintln!("PostgreSQL: {}", server.description);
+    let pg_path = server.description.clone();
+    eprintln!("PostgreSQL: {pg_path}");
 
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     test.envs(server.env());
-    test.env("CLOACINA_PG_PROVISIONING", &server.description);
-    let tests = run_step("cargo test --workspace", test);
-
-    let mut doc = cargo();
-    doc.args(["doc", "--workspace", "--no-deps", "--all-features"]);
-    doc.env("RUSTDOCFLAGS", "-D warnings");
-    let docs = if tests.is_ok() { run_step("cargo doc (warnings denied)", doc) } else { Ok(()) };
-
+    test.env("CLOACINA_PG_PROVISIONING", &pg_path);
+    let tests = run_step("cargo test --workspace (SQLite files + PostgreSQL)", test);
     drop(server);
-    eprintln!("\nsummary: PostgreSQL path used: see above; total {:.1?}", started.elapsed());
+
+    eprintln!("\nsummary: PostgreSQL for the tests: {pg_path} (stopped and removed)");
+    eprintln!("summary: total {:.1?}", started.elapsed());
     tests?;
-    docs?;
     eprintln!("test-all: everything passed");
     Ok(())
 }
