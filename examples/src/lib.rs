@@ -4,5 +4,7 @@
 //!   SQLite file;
 //! * `retries_and_triggers` — a flaky task retried with backoff, and a
 //!   branch skipped by a trigger rule;
+//! * `recovery` — a worker process killed with SIGKILL mid-task, and a new
+//!   runner that recovers and finishes its work;
 //! * `multi_tenant` — on PostgreSQL: a legacy `public` runner beside two
 //!   tenant runners, each seeing only its own executions.

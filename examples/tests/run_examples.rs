@@ -50,3 +50,11 @@ async fn multi_tenant_runs_on_postgres() {
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("needs PostgreSQL"));
 }
+
+#[test]
+fn recovery_survives_a_sigkill() {
+    let out = run(&mut Command::new(example("recovery")));
+    assert!(out.contains("killed the worker"), "{out}");
+    assert!(out.contains("5 of 5 executions completed"), "{out}");
+    assert!(out.contains("recovered tasks: [\""), "some task was recovered:\n{out}");
+}

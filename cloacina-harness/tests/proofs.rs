@@ -1,0 +1,457 @@
+//! The recovery proofs, with real child processes and real SIGKILLs, on
+//! SQLite files and on PostgreSQL:
+//!
+//! 1. **crash** — runners are killed at random points (20 seeds); a new
+//!    runner finishes everything; no task completes twice; each body ran at
+//!    most 1 + (the crashes that hit it) times.
+//! 2. **graceful** — a runner shut down with work in flight releases it; a
+//!    new runner takes it at once although the lease TTL is 10 minutes.
+//! 3. **several runners** — 4 processes, 2,000 tasks: every body ran once.
+//! 4. **restart** — reopening a tenant neither recreates it nor re-runs
+//!    migrations; a legacy runner and a tenant runner coexist.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use cloacina_harness::{Shape, read_journal, workflow};
+use cloacina_runner::core::ports::{ExecutionFilter, NewExecution, Storage};
+use cloacina_runner::{Context, TaskState, Timestamp, WorkflowState};
+use cloacina_testkit::pg::{TestDatabase, TestSchema};
+use rand::{Rng, SeedableRng};
+
+const RUNNER: &str = env!("CARGO_BIN_EXE_cloacina-harness-runner");
+
+/// A tenant for one scenario.
+struct Target {
+    url: String,
+    tenant: Option<String>,
+    dir: tempfile::TempDir,
+    _schema: Option<TestSchema>,
+}
+
+impl Target {
+    fn sqlite(tenant: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("app.db").display());
+        Self { url, tenant: tenant.map(str::to_owned), dir, _schema: None }
+    }
+    fn postgres() -> Self {
+        let s = TestSchema::new("proof");
+        Self { url: s.url.clone(), tenant: Some(s.name.clone()), dir: tempfile::tempdir().unwrap(), _schema: Some(s) }
+    }
+    fn journal(&self) -> PathBuf {
+        self.dir.path().join("journal.txt")
+    }
+    async fn storage(&self) -> Arc<dyn Storage> {
+        open_storage(&self.url, self.tenant.as_deref()).await
+    }
+}
+
+async fn open_storage(url: &str, tenant: Option<&str>) -> Arc<dyn Storage> {
+    if url.starts_with("sqlite:") {
+        let mut o = cloacina_sqlite::SqliteOptions::new(url);
+        if let Some(t) = tenant {
+            o = o.tenant(t).unwrap();
+        }
+        Arc::new(cloacina_sqlite::open(o).await.unwrap())
+    } else {
+        let mut o = cloacina_postgres::PgOptions::new(url);
+        if let Some(t) = tenant {
+            o = o.schema(t).unwrap();
+        }
+        Arc::new(cloacina_postgres::open(o).await.unwrap())
+    }
+}
+
+/// A runner child process and its stdout lines.
+struct Runner {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Runner {
+    fn spawn(url: &str, tenant: Option<&str>, journal: &Path, extra: &[&str]) -> Self {
+        let mut cmd = Command::new(RUNNER);
+        cmd.args(["--url", url, "--journal"]).arg(journal).args(extra);
+        if let Some(t) = tenant {
+            cmd.args(["--tenant", t]);
+        }
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn the runner program");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line starting with `prefix`; panics after `timeout`.
+    fn expect_line(&mut self, prefix: &str, timeout: Duration) -> String {
+        if let Some(l) = self.seen.iter().find(|l| l.starts_with(prefix)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if l.starts_with(prefix) {
+                        return l;
+                    }
+                }
+                Err(_) => panic!("runner did not print `{prefix}` within {timeout:?}; printed {:?}", self.seen),
+            }
+        }
+    }
+
+    /// Whether it printed `prefix` already (without waiting).
+    fn printed(&mut self, prefix: &str) -> bool {
+        while let Ok(l) = self.lines.try_recv() {
+            self.seen.push(l);
+        }
+        self.seen.iter().any(|l| l.starts_with(prefix))
+    }
+
+    fn sigkill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+    }
+
+    fn sigterm(&mut self) {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                assert!(s.success(), "runner exited with {s}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "runner did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the stored state and the journal say after a scenario.
+#[derive(Debug, Default)]
+struct Verified {
+    executions: usize,
+    tasks: usize,
+    runs: usize,
+    recovered_tasks: usize,
+}
+
+/// Every execution completed; every task completed exactly once (one
+/// `completed` event); each body ran at least once and at most 1 + (its
+/// recoveries + its releases at shutdown) times, and its recovery count is
+/// at most `crashes`.
+async fn verify(storage: &dyn Storage, journal: &Path, expected: usize, crashes: u32) -> Verified {
+    let execs =
+        storage.list_executions(&ExecutionFilter { limit: Some(1_000_000), ..Default::default() }).await.unwrap();
+    assert_eq!(execs.len(), expected, "executions stored");
+    let j = read_journal(journal);
+    let mut v = Verified { executions: execs.len(), ..Default::default() };
+    for e in &execs {
+        assert_eq!(e.state, WorkflowState::Completed, "execution {} is {:?}: {:?}", e.id, e.state, e.error);
+        let events = storage.events(e.id).await.unwrap();
+        for t in storage.tasks(e.id).await.unwrap() {
+            v.tasks += 1;
+            assert_eq!(t.state, TaskState::Completed);
+            let completions =
+                events.iter().filter(|ev| ev.task_execution_id == Some(t.id) && ev.to == "completed").count();
+            assert_eq!(completions, 1, "task {} of {} completed {completions} times", t.name, e.id);
+            let runs = j.runs.get(&(e.id.to_string(), t.name.clone())).copied().unwrap_or(0);
+            assert!(runs >= 1, "task {} of {} completed without running", t.name, e.id);
+            // A body runs again only after its runner lost the lease
+            // (recovery) or gave it back at shutdown (release).
+            let releases = events
+                .iter()
+                .filter(|ev| ev.task_execution_id == Some(t.id))
+                .filter(|ev| ev.detail.as_deref().is_some_and(|d| d.starts_with("released by runner")))
+                .count() as u32;
+            assert!(
+                runs as u32 <= 1 + t.recovery_count + releases,
+                "task {} of {} ran {runs} times but lost its runner only {} times (and was released {releases} times)",
+                t.name,
+                e.id,
+                t.recovery_count
+            );
+            assert!(t.recovery_count <= crashes, "recovered {} times with {crashes} crashes", t.recovery_count);
+            v.runs += runs;
+            v.recovered_tasks += usize::from(t.recovery_count > 0);
+        }
+    }
+    v
+}
+
+const FAST_LEASES: [&str; 6] = ["--lease-ttl-ms", "1000", "--heartbeat-ms", "200", "--recovery-ms", "200"];
+
+async fn crash_scenario(seed: u64, target: Target) -> Verified {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let crashes: u32 = 1 + (seed % 2) as u32;
+    let stable = seed.is_multiple_of(3);
+    let journal = target.journal();
+    let tenant = target.tenant.as_deref();
+    let id = |n: u32| if stable { format!("stable-{seed}") } else { format!("r{seed}-{n}") };
+    let mut args: Vec<String> = FAST_LEASES.iter().map(|s| s.to_string()).collect();
+    args.extend(["--concurrency", "6", "--work-ms", "10,60"].map(String::from));
+
+    let with_id = |n: u32, extra: &[&str]| {
+        let mut a: Vec<String> = args.clone();
+        a.extend(["--runner-id".to_owned(), id(n)]);
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let a0 = with_id(0, &["--submit", "30"]);
+    let mut first = Runner::spawn(&target.url, tenant, &journal, &a0.iter().map(String::as_str).collect::<Vec<_>>());
+    first.expect_line("SUBMITTED", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..700))).await;
+    first.sigkill();
+    for n in 1..crashes {
+        let a = with_id(n, &[]);
+        let mut r = Runner::spawn(&target.url, tenant, &journal, &a.iter().map(String::as_str).collect::<Vec<_>>());
+        r.expect_line("READY", Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(rng.random_range(100..900))).await;
+        r.sigkill();
+    }
+    let a = with_id(crashes, &[]);
+    let mut last = Runner::spawn(&target.url, tenant, &journal, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    last.expect_line("DONE", Duration::from_secs(120));
+    last.wait_exit(Duration::from_secs(30));
+    let storage = target.storage().await;
+    let v = verify(&*storage, &journal, 30, crashes).await;
+    storage.close().await;
+    v
+}
+
+async fn crash_proof(make: fn() -> Target) {
+    let mut totals = Verified::default();
+    let seeds: Vec<u64> = (1..=20).collect();
+    for group in seeds.chunks(4) {
+        let mut set = tokio::task::JoinSet::new();
+        for &seed in group {
+            set.spawn(crash_scenario(seed, make()));
+        }
+        while let Some(v) = set.join_next().await {
+            let v = v.expect("scenario panicked");
+            totals.executions += v.executions;
+            totals.tasks += v.tasks;
+            totals.runs += v.runs;
+            totals.recovered_tasks += v.recovered_tasks;
+        }
+    }
+    eprintln!("crash proof: {totals:?}");
+    assert_eq!(totals.executions, 20 * 30);
+    assert!(totals.recovered_tasks > 0, "no crash hit a running task in 20 seeds: the proof proved nothing");
+}
+
+async fn graceful_proof(target: Target) {
+    let journal = target.journal();
+    let tenant = target.tenant.as_deref();
+    let ten_minutes = ["--lease-ttl-ms", "600000", "--heartbeat-ms", "2000", "--recovery-ms", "1000"];
+    let mut a: Vec<&str> = ten_minutes.to_vec();
+    a.extend(["--submit", "20", "--concurrency", "4", "--work-ms", "150,250", "--grace-ms", "50"]);
+    let mut first = Runner::spawn(&target.url, tenant, &journal, &a);
+    first.expect_line("SUBMITTED", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.sigterm();
+    first.expect_line("STOPPED", Duration::from_secs(30));
+    first.wait_exit(Duration::from_secs(10));
+    assert!(!first.printed("DONE"), "work was left when the runner stopped");
+
+    let started = Instant::now();
+    let mut b: Vec<&str> = ten_minutes.to_vec();
+    b.extend(["--concurrency", "8", "--work-ms", "1,5"]);
+    let mut second = Runner::spawn(&target.url, tenant, &journal, &b);
+    second.expect_line("DONE", Duration::from_secs(60));
+    let took = started.elapsed();
+    second.wait_exit(Duration::from_secs(30));
+    assert!(took < Duration::from_secs(60), "leftover work waited {took:?}: the leases were not released");
+
+    let storage = target.storage().await;
+    let v = verify(&*storage, &journal, 20, 0).await;
+    assert_eq!(v.recovered_tasks, 0, "a release is not a recovery");
+    let mut released = 0;
+    for e in storage.list_executions(&ExecutionFilter { limit: Some(100), ..Default::default() }).await.unwrap() {
+        released += storage
+            .events(e.id)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|ev| ev.detail.as_deref().is_some_and(|d| d.contains("released by runner")))
+            .count();
+    }
+    assert!(released > 0, "some task was in flight at shutdown and was released");
+    eprintln!("graceful proof: {v:?}, {released} released, leftover finished in {took:?}");
+    storage.close().await;
+}
+
+async fn several_runners_proof(target: Target) {
+    let journal = target.journal();
+    let tenant = target.tenant.as_deref();
+    let wf = workflow(Shape::Single, &journal, (0, 2));
+    let storage = target.storage().await;
+    let set: cloacina_runner::core::WorkflowSet = [wf.clone()].into_iter().collect();
+    for chunk in 0..4 {
+        let batch: Vec<NewExecution> = (0..500)
+            .map(|i| {
+                let mut c = Context::new();
+                c.set("i", chunk * 500 + i).unwrap();
+                NewExecution::plan(&wf, c, "test", Timestamp::now())
+            })
+            .collect();
+        storage.create_executions(batch, None, &set, Timestamp::now()).await.unwrap();
+    }
+    let args = ["--shape", "single", "--concurrency", "8", "--work-ms", "0,2"];
+    let mut runners: Vec<Runner> = (0..4).map(|_| Runner::spawn(&target.url, tenant, &journal, &args)).collect();
+    for r in &mut runners {
+        r.expect_line("DONE", Duration::from_secs(180));
+        r.wait_exit(Duration::from_secs(30));
+    }
+    let v = verify(&*storage, &journal, 2000, 0).await;
+    let j = read_journal(&journal);
+    assert!(j.runs.values().all(|&n| n == 1), "every body ran exactly once");
+    assert_eq!(v.runs, 2000);
+    let pids: HashMap<u32, usize> = j.by_pid;
+    eprintln!("several runners: runs per process {pids:?}");
+    assert!(pids.len() >= 2, "the work was shared between processes");
+    storage.close().await;
+}
+
+async fn migration_rows(storage: &dyn Storage, url: &str, tenant: Option<&str>) -> Vec<(String, i64)> {
+    let _ = storage;
+    if url.starts_with("sqlite:") {
+        let s = cloacina_sqlite::open({
+            let o = cloacina_sqlite::SqliteOptions::new(url);
+            match tenant {
+                Some(t) => o.tenant(t).unwrap(),
+                None => o,
+            }
+        })
+        .await
+        .unwrap();
+        use sea_orm::ConnectionTrait;
+        let rows = s
+            .backend()
+            .connection()
+            .query_all_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "SELECT version, applied_at FROM seaql_migrations ORDER BY version",
+            ))
+            .await
+            .unwrap();
+        rows.iter().map(|r| (r.try_get_by_index(0).unwrap(), r.try_get_by_index(1).unwrap())).collect()
+    } else {
+        use sqlx::Connection;
+        let mut c = sqlx::postgres::PgConnection::connect(url).await.unwrap();
+        let schema = tenant.unwrap_or("public");
+        sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT version, applied_at FROM \"{schema}\".seaql_migrations ORDER BY version"
+        )))
+        .fetch_all(&mut c)
+        .await
+        .unwrap()
+    }
+}
+
+async fn restart_proof(url: String, tenants: [Option<String>; 2], dir: &Path) {
+    // Two tenants in one database: the legacy layout and a tenant.
+    for (i, tenant) in tenants.iter().enumerate() {
+        let journal = dir.join(format!("journal{i}.txt"));
+        let t = tenant.as_deref();
+        let mut first = Runner::spawn(&url, t, &journal, &["--submit", "5", "--work-ms", "1,5"]);
+        let opened = first.expect_line("OPENED", Duration::from_secs(60));
+        // PostgreSQL's `public` exists in every database: only the tables are new.
+        let expected = if t.is_none() && url.starts_with("postgres") {
+            "OPENED created=false migrations=1"
+        } else {
+            "OPENED created=true migrations=1"
+        };
+        assert_eq!(opened, expected);
+        first.expect_line("DONE", Duration::from_secs(60));
+        first.wait_exit(Duration::from_secs(30));
+        let storage = open_storage(&url, t).await;
+        let before = migration_rows(&*storage, &url, t).await;
+        assert_eq!(before.len(), 1);
+
+        let mut second = Runner::spawn(&url, t, &journal, &["--submit", "3", "--work-ms", "1,5"]);
+        assert_eq!(
+            second.expect_line("OPENED", Duration::from_secs(60)),
+            "OPENED created=false migrations=0",
+            "restarting on an existing tenant neither recreates it nor re-runs migrations"
+        );
+        second.expect_line("DONE", Duration::from_secs(60));
+        second.wait_exit(Duration::from_secs(30));
+        assert_eq!(migration_rows(&*storage, &url, t).await, before, "the migration record is untouched");
+        verify(&*storage, &journal, 8, 0).await;
+        storage.close().await;
+    }
+}
+
+mod sqlite {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn crash() {
+        crash_proof(|| Target::sqlite(Some("crash"))).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn graceful() {
+        graceful_proof(Target::sqlite(Some("graceful"))).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn several_runners() {
+        several_runners_proof(Target::sqlite(Some("several"))).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn restart_on_an_existing_tenant() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("app.db").display());
+        restart_proof(url, [None, Some("tenant_001".into())], dir.path()).await;
+        assert!(dir.path().join("app.db").exists() && dir.path().join("app.tenant_001.db").exists());
+    }
+}
+
+mod postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn crash() {
+        crash_proof(Target::postgres).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn graceful() {
+        graceful_proof(Target::postgres()).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn several_runners() {
+        several_runners_proof(Target::postgres()).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn restart_on_an_existing_tenant() {
+        let db = TestDatabase::create("restart").await;
+        let dir = tempfile::tempdir().unwrap();
+        restart_proof(db.url.clone(), [None, Some("tenant_001".into())], dir.path()).await;
+    }
+}
