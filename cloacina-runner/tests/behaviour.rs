@@ -486,7 +486,56 @@ async fn dropping_without_shutdown_does_not_hang(db: TestDb) {
     assert!(t.elapsed() < Duration::from_secs(1));
 }
 
+async fn recovery_can_be_disabled(db: TestDb) {
+    let started = Arc::new(tokio::sync::Notify::new());
+    let st = started.clone();
+    let stuck = move || {
+        let st = st.clone();
+        TaskSpec::new(
+            "stuck",
+            task_fn(move |ctx: Context| {
+                let st = st.clone();
+                async move {
+                    st.notify_one();
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    Ok::<_, TaskError>(ctx)
+                }
+            }),
+        )
+        // The same shape as `add("stuck")`, so later runners know its version.
+        .retry(RetryPolicy::none())
+    };
+    let fast = |b: cloacina_runner::DefaultRunnerBuilder| {
+        b.lease_ttl(Duration::from_millis(600))
+            .heartbeat_interval(Duration::from_millis(100))
+            .recovery_interval(Duration::from_millis(100))
+    };
+    // A runner dies (dropped, no shutdown) holding a lease.
+    let dying =
+        fast(db.builder()).workflow(Workflow::builder("stuck").task(stuck()).build().unwrap()).build().await.unwrap();
+    let h = dying.execute_async("stuck", Context::new()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the task started");
+    let id = h.id();
+    drop(h);
+    drop(dying);
+    // Recovery off: the orphan stays Running, well past the lease TTL.
+    let quick = Workflow::builder("stuck").task(add("stuck")).build().unwrap();
+    let off = fast(db.builder()).enable_recovery(false).workflow(quick.clone()).build().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = off.result(id).await.unwrap();
+    assert_eq!(r.tasks[0].state, TaskState::Running, "nothing requeues orphans when recovery is off");
+    assert_eq!(r.tasks[0].recoveries, 0);
+    // A runner with recovery on sweeps the tenant; the work finishes.
+    let on = fast(db.builder()).workflow(quick).build().await.unwrap();
+    let r = on.handle(id).wait_timeout(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(r.status, WorkflowState::Completed);
+    assert_eq!(r.tasks[0].recoveries, 1);
+    off.shutdown().await.unwrap();
+    on.shutdown().await.unwrap();
+}
+
 on_both_backends!(
+    recovery_can_be_disabled,
     diamond_data_flow,
     trigger_rules_and_upstream_failed_skips,
     retries_follow_backoff_from_stored_timestamps,
