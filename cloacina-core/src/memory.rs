@@ -182,22 +182,6 @@ impl MemoryStorage {
 
 #[async_trait]
 impl ExecutionStore for MemoryStorage {
-    async fn create_executions(
-        &self,
-        batch: Vec<NewExecution>,
-        claim: Option<&ClaimRequest>,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Effects> {
-        let mut db = self.db()?;
-        let mut step = Step::new(now, workflows, claim);
-        for n in batch {
-            step.create(n);
-        }
-        let out = step.finish();
-        self.finish(&mut db, out, now)
-    }
-
     async fn execution(&self, id: ExecutionId) -> StorageResult<Option<ExecutionRecord>> {
         Ok(self.db()?.executions.get(&id).cloned())
     }
@@ -248,69 +232,15 @@ impl ExecutionStore for MemoryStorage {
 
 #[async_trait]
 impl TaskQueue for MemoryStorage {
-    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects> {
+    async fn commit(&self, batch: Commit, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<CommitOutcome> {
         let mut db = self.db()?;
-        let mut ready: Vec<(Timestamp, TaskExecutionId)> = db
-            .tasks
-            .values()
-            .filter(|t| t.state == TaskState::Ready && t.ready_at <= now)
-            .filter(|t| {
-                db.executions.get(&t.execution_id).is_some_and(|e| {
-                    matches!(e.state, WorkflowState::Pending | WorkflowState::Running)
-                        && workflows.get(&e.workflow).is_some()
-                })
-            })
-            .map(|t| (t.ready_at, t.id))
-            .collect();
-        ready.sort();
-        ready.truncate(req.limit);
-        let mut step = Step::new(now, workflows, None);
-        let mut pending = Vec::new();
-        for (_, id) in ready {
-            let Some(row) = db.tasks.get_mut(&id) else {
-                continue;
-            };
-            row.state = TaskState::Running;
-            row.fencing_token = FencingToken(row.fencing_token.0 + 1);
-            row.lease = Some(Lease {
-                owner: req.owner.runner.clone(),
-                incarnation: req.owner.incarnation.clone(),
-                expires_at: now.plus(req.owner.lease_ttl),
-            });
-            row.started_at = Some(now);
-            let row = row.clone();
-            step.claimed(&row);
-            let exec =
-                db.executions.get_mut(&row.execution_id).ok_or_else(|| not_found("execution", row.execution_id))?;
-            if exec.state == WorkflowState::Pending {
-                exec.state = WorkflowState::Running;
-                exec.updated_at = now;
-                step.execution_started(exec.id);
-            }
-            let Some(wf) = workflows.get(&exec.workflow) else {
-                continue;
-            };
-            pending.push(PendingClaim::for_claimed_row(wf, &row));
+        let mut step = Step::new(now, workflows, batch.claim.as_ref());
+        for n in batch.creations {
+            step.create(n);
         }
-        let out = step.finish();
-        for ev in &out.writes.events {
-            db.events.entry(ev.execution_id).or_default().push(ev.clone());
-        }
-        Ok(Effects { events: out.writes.events, claimed: db.resolve(pending), ..Effects::default() })
-    }
-
-    async fn report(
-        &self,
-        reports: Vec<TaskReport>,
-        claim: Option<&ClaimRequest>,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<ReportOutcomes> {
-        let mut db = self.db()?;
-        let mut step = Step::new(now, workflows, claim);
         let mut snaps: BTreeMap<ExecutionId, ExecutionSnapshot> = BTreeMap::new();
-        let mut results = Vec::with_capacity(reports.len());
-        for r in reports {
+        let mut results = Vec::with_capacity(batch.reports.len());
+        for r in batch.reports {
             if let std::collections::btree_map::Entry::Vacant(e) = snaps.entry(r.execution) {
                 match db.snapshot(r.execution, workflows)? {
                     Some(s) => {
@@ -333,8 +263,23 @@ impl TaskQueue for MemoryStorage {
             }
         }
         let out = step.finish();
-        let effects = self.finish(&mut db, out, now)?;
-        Ok(ReportOutcomes { results, effects })
+        db.apply(&out, now)?;
+        let mut step = Step::new(now, workflows, None);
+        if let (true, Some(req)) = (batch.claim_waiting, out_remaining(&out, batch.claim.as_ref())) {
+            claim_waiting(&mut db, &mut step, &req, workflows, now)?;
+        }
+        let extra = step.finish();
+        for ev in &extra.writes.events {
+            db.events.entry(ev.execution_id).or_default().push(ev.clone());
+        }
+        let mut effects = out.effects;
+        effects.events = out.writes.events;
+        effects.events.extend(extra.writes.events);
+        let mut pending = out.pending_claims;
+        pending.extend(extra.pending_claims);
+        effects.claimed = db.resolve(pending);
+        self.notify(&effects);
+        Ok(CommitOutcome { results, effects })
     }
 
     async fn lost_leases(&self, held: &[(TaskExecutionId, FencingToken)]) -> StorageResult<Vec<TaskExecutionId>> {
@@ -459,6 +404,58 @@ impl Liveness for MemoryStorage {
         let out = step.finish();
         self.finish(&mut db, out, now)
     }
+}
+
+/// The claim budget a commit has left after its direct claims.
+fn out_remaining(out: &StepOutput, claim: Option<&ClaimRequest>) -> Option<ClaimRequest> {
+    let req = claim?;
+    let left = req.limit.saturating_sub(out.pending_claims.len());
+    (left > 0).then(|| ClaimRequest { owner: req.owner.clone(), limit: left })
+}
+
+/// Claims stored ready tasks, oldest first.
+fn claim_waiting(
+    db: &mut Db,
+    step: &mut Step<'_>,
+    req: &ClaimRequest,
+    workflows: &WorkflowSet,
+    now: Timestamp,
+) -> StorageResult<()> {
+    let mut ready: Vec<(Timestamp, TaskExecutionId)> = db
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Ready && t.ready_at <= now)
+        .filter(|t| {
+            db.executions.get(&t.execution_id).is_some_and(|e| {
+                matches!(e.state, WorkflowState::Pending | WorkflowState::Running)
+                    && workflows.get(&e.workflow).is_some()
+            })
+        })
+        .map(|t| (t.ready_at, t.id))
+        .collect();
+    ready.sort();
+    ready.truncate(req.limit);
+    for (_, id) in ready {
+        let Some(row) = db.tasks.get_mut(&id) else { continue };
+        row.state = TaskState::Running;
+        row.fencing_token = FencingToken(row.fencing_token.0 + 1);
+        row.lease = Some(Lease {
+            owner: req.owner.runner.clone(),
+            incarnation: req.owner.incarnation.clone(),
+            expires_at: now.plus(req.owner.lease_ttl),
+        });
+        row.started_at = Some(now);
+        let row = row.clone();
+        let exec = db.executions.get_mut(&row.execution_id).ok_or_else(|| not_found("execution", row.execution_id))?;
+        let Some(wf) = workflows.get(&exec.workflow) else { continue };
+        step.claimed_rows(wf, &row);
+        if exec.state == WorkflowState::Pending {
+            exec.state = WorkflowState::Running;
+            exec.updated_at = now;
+            step.execution_started(exec.id);
+        }
+    }
+    Ok(())
 }
 
 static EMPTY_SET: std::sync::LazyLock<WorkflowSet> = std::sync::LazyLock::new(WorkflowSet::new);

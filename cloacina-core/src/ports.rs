@@ -12,8 +12,9 @@
 //! Small capability traits, one super-trait [`Storage`] that an adapter
 //! implements by implementing each of them:
 //!
-//! * [`ExecutionStore`] — create executions (in batches), read them back.
-//! * [`TaskQueue`] — claim ready tasks under a lease; report outcomes.
+//! * [`ExecutionStore`] — read executions, tasks, outputs, events.
+//! * [`TaskQueue`] — the write path: create executions, claim ready tasks
+//!   under a lease, report outcomes — together in one [`Commit`].
 //! * [`Liveness`] — runner registration, heartbeats, recovery, release.
 //! * [`Control`] — cancel, pause, resume.
 //! * [`Notifications`] — wake-ups when work appears or executions end.
@@ -376,6 +377,20 @@ pub struct FinishedExecution {
     pub state: WorkflowState,
 }
 
+/// The rows of an execution as a call finished it, so a local waiter can
+/// build its result without reading them back.
+#[derive(Debug, Clone)]
+pub struct FinishedSnapshot {
+    /// The execution row (its `input` is real only if `input_loaded`).
+    pub execution: ExecutionRecord,
+    /// Whether `execution.input` was loaded.
+    pub input_loaded: bool,
+    /// Its task rows.
+    pub tasks: Vec<TaskRecord>,
+    /// Outputs the call had in memory, by task id (possibly not all).
+    pub outputs: HashMap<String, Context>,
+}
+
 /// What a call changed: the events it recorded, executions it finished,
 /// how many tasks it made ready, and what it claimed for the caller.
 #[derive(Debug, Clone, Default)]
@@ -384,6 +399,8 @@ pub struct Effects {
     pub events: Vec<ExecutionEvent>,
     /// Executions that reached a terminal state.
     pub finished: Vec<FinishedExecution>,
+    /// The rows of finished executions, where the call had them.
+    pub snapshots: Vec<std::sync::Arc<FinishedSnapshot>>,
     /// Tasks that became Ready (claimable now or at their retry time) and
     /// were not claimed by this call.
     pub newly_ready: usize,
@@ -396,18 +413,10 @@ impl Effects {
     pub fn absorb(&mut self, other: Effects) {
         self.events.extend(other.events);
         self.finished.extend(other.finished);
+        self.snapshots.extend(other.snapshots);
         self.newly_ready += other.newly_ready;
         self.claimed.extend(other.claimed);
     }
-}
-
-/// The outcome of [`TaskQueue::report`].
-#[derive(Debug, Clone, Default)]
-pub struct ReportOutcomes {
-    /// One entry per report, in order: `Ok` if applied.
-    pub results: Vec<Result<(), ReportRejection>>,
-    /// What the applied reports changed.
-    pub effects: Effects,
 }
 
 /// What kind of change an event records.
@@ -573,21 +582,9 @@ pub enum Notification {
     ExecutionCancelled(ExecutionId),
 }
 
-/// Executions: create and read.
+/// Executions: reads.
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
-    /// Creates executions with all their task rows, atomically, in one
-    /// transaction. If `claim` is given, up to `claim.limit` of the new
-    /// Ready tasks of workflows in `workflows` are claimed for the caller
-    /// in the same transaction (returned in `Effects::claimed`).
-    async fn create_executions(
-        &self,
-        batch: Vec<NewExecution>,
-        claim: Option<&ClaimRequest>,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Effects>;
-
     /// One execution.
     async fn execution(&self, id: ExecutionId) -> StorageResult<Option<ExecutionRecord>>;
 
@@ -608,28 +605,78 @@ pub trait ExecutionStore: Send + Sync {
     async fn events(&self, id: ExecutionId) -> StorageResult<Vec<ExecutionEvent>>;
 }
 
-/// Claiming and reporting.
+/// A runner's pending writes, committed in one transaction: what arrived
+/// together is written together.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Executions to create, each with all its task rows.
+    pub creations: Vec<NewExecution>,
+    /// Reports to apply (each fenced by its token).
+    pub reports: Vec<TaskReport>,
+    /// Claim up to `limit` tasks for the caller: first the tasks this commit
+    /// makes ready, then, if `claim_waiting`, ready tasks already stored
+    /// (oldest first).
+    pub claim: Option<ClaimRequest>,
+    /// See `claim`.
+    pub claim_waiting: bool,
+}
+
+/// The outcome of [`TaskQueue::commit`].
+#[derive(Debug, Clone, Default)]
+pub struct CommitOutcome {
+    /// One entry per report, in order: `Ok` if applied.
+    pub results: Vec<Result<(), ReportRejection>>,
+    /// What the commit changed and claimed.
+    pub effects: Effects,
+}
+
+/// Creating, claiming and reporting: the write path.
 #[async_trait]
 pub trait TaskQueue: Send + Sync {
-    /// Claims up to `req.limit` Ready tasks whose `ready_at` has passed, of
-    /// workflows in `workflows`, of executions that are not paused, oldest
-    /// first. Each claim sets the owner, the lease expiry and a new fencing
-    /// token. No task is ever handed to two claimers.
-    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects>;
+    /// Writes a batch in one transaction:
+    ///
+    /// * creations: each execution with all its task rows, roots evaluated;
+    /// * reports: each applied only if its task is Running under the same
+    ///   token (otherwise rejected, the late result discarded), with its
+    ///   consequences — output stored, dependents evaluated, execution
+    ///   finalized;
+    /// * claims: tasks made ready by this commit, then (with
+    ///   `claim_waiting`) stored ready tasks of `workflows` whose `ready_at`
+    ///   has passed, of executions that are not paused; each claim sets the
+    ///   owner, the lease expiry and a new fencing token. No task is ever
+    ///   handed to two claimers.
+    async fn commit(&self, batch: Commit, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<CommitOutcome>;
 
-    /// Applies reports in one transaction. Each report is fenced: it is
-    /// applied only if the task is Running under the same token; otherwise
-    /// it is rejected (and the result discarded). Applied reports carry
-    /// their consequences: outputs stored, dependents evaluated, executions
-    /// finalized; with `claim`, newly ready tasks may be claimed for the
-    /// caller in the same transaction.
+    /// Creates executions with all their task rows, atomically; with
+    /// `claim`, new ready tasks may be claimed for the caller.
+    async fn create_executions(
+        &self,
+        batch: Vec<NewExecution>,
+        claim: Option<&ClaimRequest>,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<Effects> {
+        let c = Commit { creations: batch, claim: claim.cloned(), ..Commit::default() };
+        Ok(self.commit(c, workflows, now).await?.effects)
+    }
+
+    /// Claims up to `req.limit` ready tasks (see [`commit`](Self::commit)).
+    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects> {
+        let c = Commit { claim: Some(req.clone()), claim_waiting: true, ..Commit::default() };
+        Ok(self.commit(c, workflows, now).await?.effects)
+    }
+
+    /// Applies reports (see [`commit`](Self::commit)); with `claim`, tasks
+    /// they make ready may be claimed for the caller.
     async fn report(
         &self,
         reports: Vec<TaskReport>,
         claim: Option<&ClaimRequest>,
         workflows: &WorkflowSet,
         now: Timestamp,
-    ) -> StorageResult<ReportOutcomes>;
+    ) -> StorageResult<CommitOutcome> {
+        self.commit(Commit { reports, claim: claim.cloned(), ..Commit::default() }, workflows, now).await
+    }
 
     /// Of the given (task, token) pairs, those no longer Running under that
     /// token (taken over, recovered or cancelled).

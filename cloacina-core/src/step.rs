@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use crate::context::Context;
 use crate::ids::{ExecutionId, FencingToken, TaskExecutionId, Timestamp};
 use crate::plan::{self, ContextSource};
+use crate::ports::FinishedSnapshot;
 use crate::ports::{
     ClaimOwner, ClaimRequest, ClaimedTask, Effects, ExecutionEvent, ExecutionRecord, FinishedExecution, Lease,
     NewExecution, ReportOutcome, ReportRejection, StorageError, TaskRecord, TaskReport,
@@ -257,6 +258,22 @@ impl<'a> Step<'a> {
         self.now
     }
 
+    /// Claims the step may still make, and for whom.
+    pub fn remaining_claims(&self) -> Option<ClaimRequest> {
+        self.claim.as_ref().filter(|(_, n)| *n > 0).map(|(owner, n)| ClaimRequest { owner: owner.clone(), limit: *n })
+    }
+
+    /// Records tasks claimed by an adapter's claim statement (rows as
+    /// returned, already Running): their events, and their claims against
+    /// the budget.
+    pub fn claimed_rows(&mut self, wf: &Workflow, row: &TaskRecord) {
+        self.claimed(row);
+        if let Some((_, n)) = &mut self.claim {
+            *n = n.saturating_sub(1);
+        }
+        self.out.pending_claims.push(PendingClaim::for_claimed_row(wf, row));
+    }
+
     /// Finishes the step.
     pub fn finish(self) -> StepOutput {
         self.out
@@ -325,6 +342,17 @@ impl<'a> Step<'a> {
                 snap.execution.error = detail.clone();
             }
             self.out.effects.finished.push(FinishedExecution { id: snap.execution.id, state: to });
+            let outputs = snap
+                .outputs
+                .iter()
+                .filter_map(|(i, c)| snap.tasks.get(*i).map(|t| (t.name.clone(), c.clone())))
+                .collect();
+            self.out.effects.snapshots.push(std::sync::Arc::new(FinishedSnapshot {
+                execution: snap.execution.clone(),
+                input_loaded: snap.input_loaded,
+                tasks: snap.tasks.clone(),
+                outputs,
+            }));
         }
         self.out.writes.events.push(ExecutionEvent::execution(snap.execution.id, Some(before), to, detail, self.now));
         self.write_execution(snap, before);

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use cloacina_core::ports::{
-    ExecutionEvent, ExecutionFilter, ExecutionRecord, NewExecution, RunnerRegistration, Storage, TaskReport,
+    ExecutionEvent, ExecutionFilter, ExecutionRecord, FinishedSnapshot, NewExecution, RunnerRegistration, Storage,
+    TaskReport,
 };
 use cloacina_core::{
     Cancellation, Clock, Context, ExecutionId, RandomSource, RunnerId, SeededRandom, TaskExecutionId, TaskState,
@@ -66,6 +67,13 @@ pub(crate) struct Running {
     pub(crate) cancel: Cancellation,
 }
 
+/// What a waiter learns when its execution finishes.
+#[derive(Debug, Clone)]
+pub(crate) struct Finished {
+    /// The rows as the finishing call had them (when this runner finished it).
+    pub(crate) snapshot: Option<Arc<FinishedSnapshot>>,
+}
+
 /// A submission waiting for the submit loop.
 pub(crate) struct Submission {
     pub(crate) execution: NewExecution,
@@ -93,7 +101,7 @@ pub(crate) struct Inner {
     pub(crate) reports_flushed: Notify,
     pub(crate) running: Mutex<HashMap<TaskExecutionId, Running>>,
     pub(crate) running_changed: Notify,
-    pub(crate) waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<WorkflowState>>>>,
+    pub(crate) waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Finished>>>>,
     pub(crate) events: broadcast::Sender<ExecutionEvent>,
     /// Shutdown phase 1: no new work is claimed or submitted.
     pub(crate) stop_claiming: CancellationToken,
@@ -140,12 +148,22 @@ impl Inner {
         }
     }
 
-    /// Tells local waiters that executions finished.
-    pub(crate) fn finished(&self, id: ExecutionId, state: WorkflowState) {
+    /// Tells local waiters that an execution finished.
+    pub(crate) fn finished(&self, id: ExecutionId, snapshot: Option<Arc<FinishedSnapshot>>) {
         let waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         for w in waiting.into_iter().flatten() {
-            let _ = w.send(state);
+            let _ = w.send(Finished { snapshot: snapshot.clone() });
         }
+    }
+
+    pub(crate) fn register_waiter(&self, id: ExecutionId) -> oneshot::Receiver<Finished> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
+        rx
+    }
+
+    pub(crate) fn forget_waiters(&self, id: ExecutionId) {
+        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
     }
 
     /// Signals the running tasks of an execution to stop.
@@ -327,7 +345,16 @@ impl DefaultRunner {
     /// terminal state. A workflow that ran and failed is `Ok` with status
     /// `Failed`; `Err` means the runner could not do its part.
     pub async fn execute(&self, name: &str, input: Context) -> Result<ExecutionResult> {
-        self.execute_async(name, input).await?.wait().await
+        let wf = self.lookup(name)?;
+        let execution = NewExecution::plan(&wf, input, "api", self.inner.now());
+        let id = execution.id;
+        // Listen before submitting: the execution may finish at once.
+        let rx = self.inner.register_waiter(id);
+        if let Err(e) = self.submit_planned(execution).await {
+            self.inner.forget_waiters(id);
+            return Err(e);
+        }
+        self.await_finish(id, rx, None).await
     }
 
     /// Starts workflow `name` with `input`; returns once the execution and
@@ -337,16 +364,21 @@ impl DefaultRunner {
     }
 
     pub(crate) async fn submit(&self, name: &str, input: Context, origin: &str) -> Result<ExecutionHandle> {
-        if !self.inner.accepting.load(Ordering::SeqCst) {
-            return Err(RunnerError::ShutDown);
-        }
         let wf = self.lookup(name)?;
         let execution = NewExecution::plan(&wf, input, origin, self.inner.now());
         let id = execution.id;
+        self.submit_planned(execution).await?;
+        Ok(ExecutionHandle { id, runner: self.clone() })
+    }
+
+    async fn submit_planned(&self, execution: NewExecution) -> Result<()> {
+        if !self.inner.accepting.load(Ordering::SeqCst) {
+            return Err(RunnerError::ShutDown);
+        }
         let (reply, rx) = oneshot::channel();
         self.inner.submit_tx.send(Submission { execution, reply }).map_err(|_| RunnerError::ShutDown)?;
         rx.await.map_err(|_| RunnerError::ShutDown)??;
-        Ok(ExecutionHandle { id, runner: self.clone() })
+        Ok(())
     }
 
     /// A handle on an existing execution.
@@ -466,32 +498,73 @@ impl DefaultRunner {
     }
 
     pub(crate) async fn wait_for(&self, id: ExecutionId, timeout: Option<Duration>) -> Result<ExecutionResult> {
-        let rx = {
-            let (tx, rx) = oneshot::channel();
-            self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
-            rx
-        };
-        let state = self.status(id).await;
-        let finished_already = matches!(state, Ok(s) if s.is_terminal());
-        if let Err(e) = state {
-            self.inner.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-            return Err(e);
-        }
-        if !finished_already {
-            let wait = async {
-                tokio::select! {
-                    r = rx => r.map(|_| ()).map_err(|_| RunnerError::ShutDown),
-                    _ = self.inner.stop_all.cancelled() => Err(RunnerError::ShutDown),
-                }
-            };
-            match timeout {
-                Some(d) => {
-                    tokio::time::timeout(d, wait).await.map_err(|_| RunnerError::WaitTimeout { id, waited: d })??
-                }
-                None => wait.await?,
+        let rx = self.inner.register_waiter(id);
+        match self.status(id).await {
+            Ok(s) if s.is_terminal() => {
+                self.inner.forget_waiters(id);
+                self.result(id).await
+            }
+            Ok(_) => self.await_finish(id, rx, timeout).await,
+            Err(e) => {
+                self.inner.forget_waiters(id);
+                Err(e)
             }
         }
+    }
+
+    async fn await_finish(
+        &self,
+        id: ExecutionId,
+        rx: oneshot::Receiver<crate::runner::Finished>,
+        timeout: Option<Duration>,
+    ) -> Result<ExecutionResult> {
+        let wait = async {
+            tokio::select! {
+                r = rx => r.map_err(|_| RunnerError::ShutDown),
+                _ = self.inner.stop_all.cancelled() => Err(RunnerError::ShutDown),
+            }
+        };
+        let finished = match timeout {
+            Some(d) => {
+                tokio::time::timeout(d, wait).await.map_err(|_| RunnerError::WaitTimeout { id, waited: d })??
+            }
+            None => wait.await?,
+        };
+        if let Some(result) = finished.snapshot.as_deref().and_then(|s| self.result_from_snapshot(s)) {
+            return Ok(result);
+        }
         self.result(id).await
+    }
+
+    /// The result from the rows the finishing transaction had, when they
+    /// hold every output the final context needs.
+    fn result_from_snapshot(&self, s: &FinishedSnapshot) -> Option<ExecutionResult> {
+        let wf = self.inner.workflow(&s.execution.workflow)?;
+        if wf.len() != s.tasks.len() {
+            return None;
+        }
+        let mut states = vec![TaskState::NotStarted; wf.len()];
+        for t in &s.tasks {
+            states[wf.index_of(&t.name)?] = t.state;
+        }
+        let frontier = plan::frontier(&wf, &states);
+        let context = if frontier.is_empty() {
+            if !s.input_loaded {
+                return None;
+            }
+            s.execution.input.clone()
+        } else {
+            let mut outputs = HashMap::new();
+            for i in frontier {
+                let name = wf.tasks()[i].id();
+                outputs.insert(i, s.outputs.get(name)?.clone());
+            }
+            let empty = Context::new();
+            plan::final_context(&wf, &states, plan::ContextSource { input: &empty, outputs: &outputs })
+        };
+        let mut tasks = s.tasks.clone();
+        tasks.sort_by_key(|t| wf.index_of(&t.name));
+        Some(build_result(s.execution.clone(), tasks, context))
     }
 }
 

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use cloacina_core::Timestamp;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
 use futures::stream::BoxStream;
-use sea_orm::{DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement};
 
 use crate::entities::task_executions;
 
@@ -57,6 +57,18 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
         workflow_keys: &[String],
         now: Timestamp,
     ) -> Result<Vec<task_executions::Model>, DbErr>;
+
+    /// Executes write statements in order, in the transaction; returns the
+    /// total of the rows they touched. The default runs them one by one; a
+    /// backend may send them together (SQLite: one multi-statement call, a
+    /// single hop to its worker thread).
+    async fn execute_batch(&self, txn: &DatabaseTransaction, statements: Vec<Statement>) -> Result<u64, DbErr> {
+        let mut total = 0;
+        for s in statements {
+            total += txn.execute_raw(s).await?.rows_affected();
+        }
+        Ok(total)
+    }
 
     /// Sends notifications as part of the transaction (delivered at commit).
     async fn notify_in_txn(&self, txn: &DatabaseTransaction, notes: &[Notification]) -> Result<(), DbErr>;

@@ -75,6 +75,12 @@ impl<B: SqlBackend> SqlStorage<B> {
         now: Timestamp,
     ) -> Result<Effects, TxError> {
         ops::writes::apply(&self.backend, &txn, &out.writes, now).await?;
+        self.finish_commit(txn, out).await
+    }
+
+    /// Resolves the claims of written steps, sends notifications and
+    /// commits.
+    pub(crate) async fn finish_commit(&self, txn: DatabaseTransaction, out: StepOutput) -> Result<Effects, TxError> {
         let claimed = ops::inputs::resolve(&self.backend, &txn, out.pending_claims).await?;
         let mut effects = out.effects;
         effects.events = out.writes.events;
@@ -108,16 +114,6 @@ pub(crate) fn notifications(effects: &Effects) -> Vec<Notification> {
 
 #[async_trait]
 impl<B: SqlBackend> ExecutionStore for SqlStorage<B> {
-    async fn create_executions(
-        &self,
-        batch: Vec<NewExecution>,
-        claim: Option<&ClaimRequest>,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<Effects> {
-        retrying!("create executions", self.try_create(batch.clone(), claim, workflows, now))
-    }
-
     async fn execution(&self, id: ExecutionId) -> StorageResult<Option<ExecutionRecord>> {
         retrying!("read execution", self.try_execution(id))
     }
@@ -145,18 +141,8 @@ impl<B: SqlBackend> ExecutionStore for SqlStorage<B> {
 
 #[async_trait]
 impl<B: SqlBackend> TaskQueue for SqlStorage<B> {
-    async fn claim(&self, req: &ClaimRequest, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<Effects> {
-        retrying!("claim", self.try_claim(req, workflows, now))
-    }
-
-    async fn report(
-        &self,
-        reports: Vec<TaskReport>,
-        claim: Option<&ClaimRequest>,
-        workflows: &WorkflowSet,
-        now: Timestamp,
-    ) -> StorageResult<ReportOutcomes> {
-        retrying!("report", self.try_report(reports.clone(), claim, workflows, now))
+    async fn commit(&self, batch: Commit, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<CommitOutcome> {
+        retrying!("commit", self.try_commit(batch.clone(), workflows, now))
     }
 
     async fn lost_leases(&self, held: &[(TaskExecutionId, FencingToken)]) -> StorageResult<Vec<TaskExecutionId>> {

@@ -366,6 +366,22 @@ impl SqlBackend for SqliteBackend {
         rows.iter().map(|r| task_executions::Model::from_query_result(r, "")).collect()
     }
 
+    async fn execute_batch(&self, txn: &DatabaseTransaction, statements: Vec<Statement>) -> Result<u64, DbErr> {
+        use sea_orm::ConnectionTrait;
+        // One call runs every statement: SQLite binds `?` parameters in
+        // order across statements, and the worker thread is crossed once.
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        for s in statements {
+            sql.push_str(&s.sql);
+            sql.push_str(";\n");
+            if let Some(v) = s.values {
+                values.extend(v.0);
+            }
+        }
+        Ok(txn.execute_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await?.rows_affected())
+    }
+
     async fn notify_in_txn(&self, _txn: &DatabaseTransaction, _notes: &[Notification]) -> Result<(), DbErr> {
         Ok(())
     }

@@ -621,6 +621,62 @@ pub async fn notifications_are_delivered(t: &dyn ContractTarget) {
     assert_eq!(seen, vec![Notification::ExecutionCancelled(id), Notification::ExecutionFinished(id)]);
 }
 
+/// One commit creates, reports and claims together: the claim budget goes
+/// first to the work the commit makes ready, then to work already waiting.
+pub async fn commit_mixes_creations_reports_and_claims(t: &dyn ContractTarget) {
+    let s = t.storage();
+    let (single_wf, chain_wf) = (single(), diamond());
+    let wfs = set(&[&single_wf, &chain_wf]);
+    let waiting = create(&*s, &single_wf, input(0), T0).await;
+    let running = create(&*s, &chain_wf, input(1), T0).await;
+    let a = s
+        .claim(&req("r", 10), &set(&[&chain_wf]), T0)
+        .await
+        .unwrap()
+        .claimed
+        .into_iter()
+        .find(|c| c.execution_id == running)
+        .expect("a claimed");
+    let fresh = NewExecution::plan(&single_wf, input(2), "test", T0);
+    let fresh_id = fresh.id;
+    let out = s
+        .commit(
+            Commit {
+                creations: vec![fresh],
+                reports: vec![success(&a, input(3))],
+                claim: Some(req("r", 10)),
+                claim_waiting: true,
+            },
+            &wfs,
+            at(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.results, vec![Ok(())]);
+    let mut claimed: Vec<(ExecutionId, String)> =
+        out.effects.claimed.iter().map(|c| (c.execution_id, c.name.clone())).collect();
+    claimed.sort();
+    let mut expected =
+        vec![(fresh_id, "only".to_owned()), (running, "b".into()), (running, "c".into()), (waiting, "only".into())];
+    expected.sort();
+    assert_eq!(claimed, expected);
+    let budget = s
+        .commit(
+            Commit {
+                creations: vec![NewExecution::plan(&single_wf, input(4), "test", at(2))],
+                claim: Some(req("r", 1)),
+                claim_waiting: true,
+                ..Commit::default()
+            },
+            &wfs,
+            at(2),
+        )
+        .await
+        .unwrap();
+    assert_eq!(budget.effects.claimed.len(), 1, "the limit holds across direct and waiting claims");
+    assert_eq!(budget.effects.newly_ready, 0);
+}
+
 /// Output reads return what completed tasks stored.
 pub async fn outputs_are_per_task(t: &dyn ContractTarget) {
     let s = t.storage();
@@ -661,7 +717,8 @@ macro_rules! storage_contract {
             restart_with_stable_id_reclaims_at_once,
             claims_only_known_workflows,
             notifications_are_delivered,
-            outputs_are_per_task
+            outputs_are_per_task,
+            commit_mixes_creations_reports_and_claims
         );
     };
     (@cases $setup:expr; $($case:ident),+ $(,)?) => {

@@ -1,11 +1,11 @@
 //! The runner's loops. Only this module spawns tasks.
 //!
-//! * `dispatch` — claims ready tasks when woken (or on the fallback poll)
-//!   as long as slots are free;
+//! * `write` — the writer: submissions, reports and claims of a round go
+//!   into one storage commit (one transaction), which claims the work it
+//!   makes ready and, when woken, work already waiting, as slots allow;
+//! * `dispatch` — starts claimed tasks, one slot each;
 //! * `execute` — runs one claimed task body: timeout, panic, cancellation,
 //!   retry decision, report;
-//! * `write` — batches submissions and reports into single storage calls,
-//!   which may claim the work they make ready in the same transaction;
 //! * `liveness` — registration, heartbeats, lease checks, recovery sweeps;
 //! * `notify` — storage notifications and the fallback poll of waited-on
 //!   executions.
@@ -63,26 +63,18 @@ pub(crate) fn claim_owner(inner: &Inner) -> ClaimOwner {
     ClaimOwner { runner: reg.id, incarnation: reg.incarnation, lease_ttl: reg.lease_ttl }
 }
 
-/// Slots for claims made together with a write (submit, report). None
-/// when known ready work waits in storage: the dispatcher claims that
-/// first, oldest first.
-pub(crate) fn slots_for_write(inner: &Inner) -> Option<OwnedSemaphorePermit> {
-    if inner.stop_claiming.is_cancelled() || inner.backlog.load(Ordering::SeqCst) {
-        return None;
-    }
-    take_slots(inner, CLAIM_BATCH)
-}
-
 /// Acts on what a storage call changed: publishes events, wakes waiters,
 /// stops cancelled executions' tasks, wakes the dispatcher, and starts the
 /// tasks claimed for this runner (one slot each from `permits`).
 pub(crate) fn apply_effects(inner: &Arc<Inner>, effects: Effects, permits: Option<OwnedSemaphorePermit>) {
     inner.publish(&effects.events);
+    let mut snapshots: std::collections::HashMap<_, _> =
+        effects.snapshots.into_iter().map(|s| (s.execution.id, s)).collect();
     for f in &effects.finished {
         if f.state == WorkflowState::Cancelled {
             inner.cancel_running(f.id);
         }
-        inner.finished(f.id, f.state);
+        inner.finished(f.id, snapshots.remove(&f.id));
     }
     if effects.newly_ready > 0 {
         inner.signal_work();
@@ -98,9 +90,7 @@ pub(crate) async fn start_loops(
 ) -> Result<()> {
     let notifications = notify::subscribe(inner).await;
     let mut loops = vec![
-        tokio::spawn(dispatch::dispatcher(inner.clone())),
-        tokio::spawn(write::submitter(inner.clone(), submit_rx)),
-        tokio::spawn(write::reporter(inner.clone(), report_rx)),
+        tokio::spawn(write::writer(inner.clone(), submit_rx, report_rx)),
         tokio::spawn(liveness::heartbeats(inner.clone())),
         tokio::spawn(notify::poll_waiters(inner.clone())),
     ];

@@ -49,7 +49,7 @@ async fn check(inner: &Arc<Inner>, ids: &[ExecutionId]) {
         Ok(states) => {
             for (id, s) in states {
                 if s.is_terminal() {
-                    inner.finished(id, s);
+                    inner.finished(id, None);
                 }
             }
         }

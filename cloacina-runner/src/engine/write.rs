@@ -1,121 +1,135 @@
-//! Batched writes: submissions and reports that arrive together are
-//! written together, in one transaction each batch.
+//! The writer: one loop that turns everything this runner has to write —
+//! new executions, task reports, claims — into one storage commit per
+//! round. What arrives together is written together, in one transaction,
+//! and the work it makes ready is claimed in that same transaction.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
-use cloacina_core::ports::{ClaimRequest, NewExecution, StorageError, TaskReport};
-use tokio::sync::mpsc;
+use cloacina_core::ports::{ClaimRequest, Commit, NewExecution, StorageError, TaskReport};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use super::{Backoff, apply_effects, claim_owner, slots_for_write};
-use crate::error::RunnerError;
+use super::{Backoff, CLAIM_BATCH, apply_effects, claim_owner, take_slots};
+use crate::error::{Result, RunnerError};
 use crate::runner::{Inner, Submission};
 
-/// Largest batch written in one transaction.
+/// Most submissions and most reports in one commit.
 const WRITE_BATCH: usize = 512;
 
-fn claim_for(inner: &Inner, permits: &Option<tokio::sync::OwnedSemaphorePermit>) -> Option<ClaimRequest> {
-    permits.as_ref().map(|p| ClaimRequest { owner: claim_owner(inner), limit: p.num_permits() })
+type Reply = oneshot::Sender<Result<cloacina_core::ExecutionId>>;
+
+/// One round's input.
+#[derive(Default)]
+struct Round {
+    creations: Vec<NewExecution>,
+    replies: Vec<Reply>,
+    reports: Vec<TaskReport>,
 }
 
-/// Writes submitted executions in batches; replies once each is stored.
-pub(crate) async fn submitter(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Submission>) {
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.creations.is_empty() && self.reports.is_empty()
+    }
+}
+
+pub(crate) async fn writer(
+    inner: Arc<Inner>,
+    mut submit_rx: mpsc::UnboundedReceiver<Submission>,
+    mut report_rx: mpsc::UnboundedReceiver<TaskReport>,
+) {
     loop {
-        let first = tokio::select! {
-            s = rx.recv() => s,
-            _ = inner.stop_claiming.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(s) => batch.push(s),
+        let mut round = Round::default();
+        let claiming = !inner.stop_claiming.is_cancelled();
+        tokio::select! {
+            biased;
+            _ = inner.stop_all.cancelled() => break,
+            r = report_rx.recv() => match r {
+                Some(r) => round.reports.push(r),
+                None => break,
+            },
+            s = submit_rx.recv(), if claiming => if let Some(s) = s {
+                round.creations.push(s.execution);
+                round.replies.push(s.reply);
+            },
+            _ = inner.wake.notified(), if claiming => {}
+            _ = tokio::time::sleep(inner.config.fallback_poll_interval), if claiming => {
+                inner.backlog.store(true, Ordering::SeqCst);
+            }
+            _ = inner.stop_claiming.cancelled(), if claiming => {}
+        }
+        while round.reports.len() < WRITE_BATCH {
+            match report_rx.try_recv() {
+                Ok(r) => round.reports.push(r),
                 Err(_) => break,
             }
         }
-        write_submissions(&inner, batch).await;
+        if inner.stop_claiming.is_cancelled() {
+            refuse_submissions(&mut submit_rx, round.replies.drain(..));
+            round.creations.clear();
+        } else {
+            while round.creations.len() < WRITE_BATCH {
+                match submit_rx.try_recv() {
+                    Ok(s) => {
+                        round.creations.push(s.execution);
+                        round.replies.push(s.reply);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        write_round(&inner, round).await;
     }
-    rx.close();
+    refuse_submissions(&mut submit_rx, std::iter::empty());
+}
+
+fn refuse_submissions(rx: &mut mpsc::UnboundedReceiver<Submission>, replies: impl Iterator<Item = Reply>) {
+    for r in replies {
+        let _ = r.send(Err(RunnerError::ShutDown));
+    }
     while let Ok(s) = rx.try_recv() {
         let _ = s.reply.send(Err(RunnerError::ShutDown));
     }
 }
 
-async fn write_submissions(inner: &Arc<Inner>, batch: Vec<Submission>) {
-    let (executions, replies): (Vec<NewExecution>, Vec<_>) = batch.into_iter().map(|s| (s.execution, s.reply)).unzip();
+/// Commits a round: retried with backoff after transient errors; after
+/// another error, each item is written alone so only the bad one fails.
+async fn write_round(inner: &Arc<Inner>, round: Round) {
+    let n_reports = round.reports.len();
     let mut backoff = Backoff::new();
     loop {
-        let permits = slots_for_write(inner);
-        let claim = claim_for(inner, &permits);
-        let result =
-            inner.storage.create_executions(executions.clone(), claim.as_ref(), &inner.workflows(), inner.now()).await;
-        match result {
-            Ok(effects) => {
-                for (e, reply) in executions.iter().zip(replies) {
+        let claiming = !inner.stop_claiming.is_cancelled();
+        let permits: Option<OwnedSemaphorePermit> = if claiming { take_slots(inner, CLAIM_BATCH) } else { None };
+        let claim_waiting = permits.is_some() && inner.backlog.swap(false, Ordering::SeqCst);
+        if round.is_empty() && !claim_waiting {
+            return;
+        }
+        let limit = permits.as_ref().map_or(0, |p| p.num_permits());
+        let batch = Commit {
+            creations: round.creations.clone(),
+            reports: round.reports.clone(),
+            claim: permits.as_ref().map(|p| ClaimRequest { owner: claim_owner(inner), limit: p.num_permits() }),
+            claim_waiting,
+        };
+        let started = Instant::now();
+        match inner.storage.commit(batch, &inner.workflows(), inner.now()).await {
+            Ok(out) => {
+                tracing::trace!(
+                    creations = round.creations.len(),
+                    reports = n_reports,
+                    claimed = out.effects.claimed.len(),
+                    claim_waiting,
+                    took_us = started.elapsed().as_micros() as u64,
+                    "committed"
+                );
+                if claim_waiting && out.effects.claimed.len() == limit {
+                    // The claim was full: more may be waiting.
+                    inner.backlog.store(true, Ordering::SeqCst);
+                }
+                for (e, reply) in round.creations.iter().zip(round.replies) {
                     let _ = reply.send(Ok(e.id));
                 }
-                apply_effects(inner, effects, permits);
-                return;
-            }
-            Err(e) if e.is_transient() && !inner.stop_claiming.is_cancelled() => {
-                drop(permits);
-                let d = backoff.next();
-                tracing::warn!("storing {} execution(s) failed, retrying in {d:?}: {e}", executions.len());
-                tokio::time::sleep(d).await;
-            }
-            Err(e) if executions.len() > 1 => {
-                drop(permits);
-                // Find out which one is refused: each gets its own answer.
-                tracing::warn!(
-                    "storing a batch of {} executions failed ({e}); storing them one by one",
-                    executions.len()
-                );
-                for (ex, reply) in executions.into_iter().zip(replies) {
-                    Box::pin(write_submissions(inner, vec![Submission { execution: ex, reply }])).await;
-                }
-                return;
-            }
-            Err(e) => {
-                // A batch of one (larger batches were split above).
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(RunnerError::Storage(e)));
-                }
-                return;
-            }
-        }
-    }
-}
-
-/// Writes task reports in batches.
-pub(crate) async fn reporter(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<TaskReport>) {
-    loop {
-        let first = tokio::select! {
-            r = rx.recv() => r,
-            _ = inner.stop_all.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(r) => batch.push(r),
-                Err(_) => break,
-            }
-        }
-        let n = batch.len();
-        write_reports(&inner, batch).await;
-        inner.pending_reports.fetch_sub(n, Ordering::SeqCst);
-        inner.reports_flushed.notify_waiters();
-    }
-}
-
-async fn write_reports(inner: &Arc<Inner>, batch: Vec<TaskReport>) {
-    let mut backoff = Backoff::new();
-    loop {
-        let permits = slots_for_write(inner);
-        let claim = claim_for(inner, &permits);
-        match inner.storage.report(batch.clone(), claim.as_ref(), &inner.workflows(), inner.now()).await {
-            Ok(out) => {
-                for (r, res) in batch.iter().zip(&out.results) {
+                for (r, res) in round.reports.iter().zip(&out.results) {
                     if let Err(rejection) = res {
                         tracing::info!(
                             task = %r.task,
@@ -125,28 +139,62 @@ async fn write_reports(inner: &Arc<Inner>, batch: Vec<TaskReport>) {
                     }
                 }
                 apply_effects(inner, out.effects, permits);
+                reports_written(inner, n_reports);
                 return;
             }
             Err(e) if e.is_transient() && !inner.stop_all.is_cancelled() => {
                 drop(permits);
+                if claim_waiting {
+                    inner.backlog.store(true, Ordering::SeqCst);
+                }
                 let d = backoff.next();
-                tracing::warn!("writing {} task result(s) failed, retrying in {d:?}: {e}", batch.len());
+                tracing::warn!(
+                    "writing {} execution(s) and {n_reports} task result(s) failed, retrying in {d:?}: {e}",
+                    round.creations.len()
+                );
                 tokio::time::sleep(d).await;
             }
-            Err(e) if batch.len() > 1 => {
+            Err(e) if round.creations.len() + round.reports.len() > 1 => {
                 drop(permits);
-                tracing::warn!("writing a batch of {} task results failed ({e}); writing them one by one", batch.len());
-                for r in batch {
-                    Box::pin(write_reports(inner, vec![r])).await;
+                tracing::warn!("a batch write failed ({e}); writing its items one by one");
+                let Round { creations, replies, reports } = round;
+                for (c, reply) in creations.into_iter().zip(replies) {
+                    Box::pin(write_round(
+                        inner,
+                        Round { creations: vec![c], replies: vec![reply], reports: Vec::new() },
+                    ))
+                    .await;
                 }
+                for r in reports {
+                    // Counted once below, not by the recursive call.
+                    inner.pending_reports.fetch_add(1, Ordering::SeqCst);
+                    Box::pin(write_round(inner, Round { reports: vec![r], ..Round::default() })).await;
+                }
+                reports_written(inner, n_reports);
                 return;
             }
             Err(e) => {
-                let r = &batch[0];
-                log_lost(r, &e);
+                drop(permits);
+                // A round of at most one item.
+                if let Some(reply) = round.replies.into_iter().next() {
+                    let _ = reply.send(Err(RunnerError::Storage(e)));
+                } else if let Some(r) = round.reports.first() {
+                    log_lost(r, &e);
+                } else {
+                    tracing::warn!("claim failed: {e}");
+                    inner.backlog.store(true, Ordering::SeqCst);
+                }
+                reports_written(inner, n_reports);
                 return;
             }
         }
+    }
+}
+
+fn reports_written(inner: &Inner, n: usize) {
+    if n > 0 {
+        inner.pending_reports.fetch_sub(n, Ordering::SeqCst);
+        inner.reports_flushed.notify_waiters();
     }
 }
 

@@ -2,13 +2,11 @@
 //! transaction to [`SqlStorage`](crate::SqlStorage). The port impls in
 //! `storage.rs` wrap them in the conflict-retry loop.
 
-pub(crate) mod claim;
+pub(crate) mod commit;
 pub(crate) mod control;
-pub(crate) mod create;
 pub(crate) mod inputs;
 pub(crate) mod liveness;
 pub(crate) mod queries;
 pub(crate) mod recover;
-pub(crate) mod report;
 pub(crate) mod snapshot;
 pub(crate) mod writes;

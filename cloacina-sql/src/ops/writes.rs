@@ -1,14 +1,17 @@
-//! Applies a step's [`Writes`]: inserts in multi-row statements, guarded
-//! updates one row each. A guarded update that matches no row is a
-//! conflict: the transaction is retried from the start.
+//! Applies a step's [`Writes`]: inserts in multi-row statements, updates
+//! in bulk `UPDATE … FROM (VALUES …)` statements guarded by each row's
+//! expected state (and token). All statements go to the backend as one batch
+//! ([`SqlBackend::execute_batch`]); the rows they touch must add up to the
+//! rows expected, otherwise some guarded row changed concurrently: a
+//! conflict, and the transaction is retried from the start.
 
 use std::collections::HashMap;
 
 use cloacina_core::ExecutionId;
 use cloacina_core::Timestamp;
-use cloacina_core::step::Writes;
+use cloacina_core::step::{ExecutionWrite, TaskWrite, Writes};
 use sea_orm::ActiveValue::Set;
-use sea_orm::{ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait, Statement, Value};
 
 use crate::backend::{SqlBackend, TxError};
 use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
@@ -17,18 +20,130 @@ use crate::rows;
 /// Rows per multi-row insert: well under both backends' parameter limits.
 const CHUNK: usize = 500;
 
-pub(crate) async fn apply<B: SqlBackend>(
-    b: &B,
-    txn: &DatabaseTransaction,
-    w: &Writes,
-    now: Timestamp,
-) -> Result<(), TxError> {
-    let err = |e| b.classify(e);
+/// Rows per bulk update (each row adds 14 parameters).
+const UPDATE_CHUNK: usize = 100;
+
+/// Parameter types of the bulk updates.
+#[derive(Clone, Copy)]
+enum Ty {
+    Uuid,
+    Text,
+    Int,
+    BigInt,
+}
+
+/// Builds a `WITH v(cols) AS (VALUES …) UPDATE … FROM v` statement: one
+/// statement for any number of rows, linear to prepare, on both backends
+/// (SQLite ≥ 3.33 and PostgreSQL). PostgreSQL needs the parameters typed;
+/// SQLite takes values as bound (uuids are blobs, casting would convert).
+struct BulkUpdate {
+    backend: DbBackend,
+    rows: Vec<String>,
+    values: Vec<Value>,
+}
+
+impl BulkUpdate {
+    fn new(backend: DbBackend) -> Self {
+        Self { backend, rows: Vec::new(), values: Vec::new() }
+    }
+
+    fn row(&mut self, cells: Vec<(Value, Ty)>) {
+        let mut parts = Vec::with_capacity(cells.len());
+        for (v, ty) in cells {
+            self.values.push(v);
+            let n = self.values.len();
+            parts.push(match self.backend {
+                DbBackend::Postgres => {
+                    let t = match ty {
+                        Ty::Uuid => "uuid",
+                        Ty::Text => "text",
+                        Ty::Int => "integer",
+                        Ty::BigInt => "bigint",
+                    };
+                    format!("CAST(${n} AS {t})")
+                }
+                _ => "?".to_owned(),
+            });
+        }
+        self.rows.push(format!("({})", parts.join(", ")));
+    }
+
+    fn finish(mut self, columns: &str, update: &str, now: i64) -> Statement {
+        let sql = format!("WITH v({columns}) AS (VALUES {}) {update}", self.rows.join(", "));
+        let ph = match self.backend {
+            DbBackend::Postgres => format!("${}", self.values.len() + 1),
+            _ => "?".to_owned(),
+        };
+        self.values.push(now.into());
+        Statement::from_sql_and_values(self.backend, sql.replace("{now}", &ph), self.values)
+    }
+}
+
+/// One guarded statement for a chunk of task writes: every row must still
+/// have the state and token the write expects.
+fn update_tasks(backend: DbBackend, chunk: &[TaskWrite], now: Timestamp) -> Statement {
+    let int = |v: u32| Value::from(i32::try_from(v).unwrap_or(i32::MAX));
+    let mut b = BulkUpdate::new(backend);
+    for w in chunk {
+        let r = &w.row;
+        b.row(vec![
+            (r.id.0.into(), Ty::Uuid),
+            (r.state.as_str().into(), Ty::Text),
+            (int(r.attempt), Ty::Int),
+            (r.ready_at.0.into(), Ty::BigInt),
+            (r.lease.as_ref().map(|l| l.owner.to_string()).into(), Ty::Text),
+            (r.lease.as_ref().map(|l| l.incarnation.clone()).into(), Ty::Text),
+            (r.lease.as_ref().map(|l| l.expires_at.0).into(), Ty::BigInt),
+            (r.fencing_token.0.into(), Ty::BigInt),
+            (int(r.recovery_count), Ty::Int),
+            (r.error.clone().into(), Ty::Text),
+            (r.started_at.map(|t| t.0).into(), Ty::BigInt),
+            (r.finished_at.map(|t| t.0).into(), Ty::BigInt),
+            (w.expect_state.as_str().into(), Ty::Text),
+            (w.expect_token.0.into(), Ty::BigInt),
+        ]);
+    }
+    b.finish(
+        "id, state, attempt, ready_at, lease_owner, lease_incarnation, lease_expires_at, fencing_token, \
+         recovery_count, error, started_at, finished_at, expect_state, expect_token",
+        "UPDATE task_executions SET state = v.state, attempt = v.attempt, ready_at = v.ready_at, \
+         lease_owner = v.lease_owner, lease_incarnation = v.lease_incarnation, lease_expires_at = v.lease_expires_at, \
+         fencing_token = v.fencing_token, recovery_count = v.recovery_count, error = v.error, \
+         started_at = v.started_at, finished_at = v.finished_at, updated_at = {now} \
+         FROM v WHERE task_executions.id = v.id AND task_executions.state = v.expect_state \
+         AND task_executions.fencing_token = v.expect_token",
+        now.0,
+    )
+}
+
+/// One guarded statement for a chunk of execution writes.
+fn update_executions(backend: DbBackend, chunk: &[ExecutionWrite], now: Timestamp) -> Statement {
+    let mut b = BulkUpdate::new(backend);
+    for w in chunk {
+        b.row(vec![
+            (w.id.0.into(), Ty::Uuid),
+            (w.state.as_str().into(), Ty::Text),
+            (w.error.clone().into(), Ty::Text),
+            (w.finished_at.map(|t| t.0).into(), Ty::BigInt),
+            (w.expect_state.as_str().into(), Ty::Text),
+        ]);
+    }
+    b.finish(
+        "id, state, error, finished_at, expect_state",
+        "UPDATE workflow_executions SET state = v.state, error = v.error, finished_at = v.finished_at, \
+         updated_at = {now} FROM v WHERE workflow_executions.id = v.id AND workflow_executions.state = v.expect_state",
+        now.0,
+    )
+}
+
+/// The statements of a step's writes, and how many rows they must touch.
+fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(Vec<Statement>, u64), TxError> {
+    let backend = txn.get_database_backend();
+    let mut out = Vec::new();
+    let mut expected = 0u64;
     for chunk in w.execution_inserts.chunks(CHUNK) {
-        workflow_executions::Entity::insert_many(chunk.iter().map(rows::execution_insert))
-            .exec_without_returning(txn)
-            .await
-            .map_err(err)?;
+        out.push(workflow_executions::Entity::insert_many(chunk.iter().map(rows::execution_insert)).build(backend));
+        expected += chunk.len() as u64;
     }
     if !w.task_inserts.is_empty() {
         let keys: HashMap<ExecutionId, String> =
@@ -42,57 +157,52 @@ pub(crate) async fn apply<B: SqlBackend>(
             *p += 1;
         }
         for chunk in models.chunks(CHUNK) {
-            task_executions::Entity::insert_many(chunk.to_vec()).exec_without_returning(txn).await.map_err(err)?;
+            out.push(task_executions::Entity::insert_many(chunk.to_vec()).build(backend));
+            expected += chunk.len() as u64;
         }
     }
-    for tw in &w.tasks {
-        let res = task_executions::Entity::update_many()
-            .set(rows::task_update(&tw.row, now))
-            .filter(task_executions::Column::Id.eq(tw.row.id.0))
-            .filter(task_executions::Column::State.eq(tw.expect_state.as_str()))
-            .filter(task_executions::Column::FencingToken.eq(tw.expect_token.0))
-            .exec(txn)
-            .await
-            .map_err(err)?;
-        if res.rows_affected != 1 {
-            return Err(TxError::Conflict(format!("task {} changed concurrently", tw.row.id)));
-        }
+    for chunk in w.tasks.chunks(UPDATE_CHUNK) {
+        out.push(update_tasks(backend, chunk, now));
+        expected += chunk.len() as u64;
     }
-    for ew in &w.executions {
-        let res = workflow_executions::Entity::update_many()
-            .set(workflow_executions::ActiveModel {
-                state: Set(ew.state.as_str().to_owned()),
-                error: Set(ew.error.clone()),
-                finished_at: Set(ew.finished_at.map(|t| t.0)),
-                updated_at: Set(now.0),
-                ..Default::default()
-            })
-            .filter(workflow_executions::Column::Id.eq(ew.id.0))
-            .filter(workflow_executions::Column::State.eq(ew.expect_state.as_str()))
-            .exec(txn)
-            .await
-            .map_err(err)?;
-        if res.rows_affected != 1 {
-            return Err(TxError::Conflict(format!("execution {} changed concurrently", ew.id)));
-        }
+    for chunk in w.executions.chunks(UPDATE_CHUNK) {
+        out.push(update_executions(backend, chunk, now));
+        expected += chunk.len() as u64;
     }
     for chunk in w.outputs.chunks(CHUNK) {
-        task_outputs::Entity::insert_many(chunk.iter().map(|o| task_outputs::ActiveModel {
+        let models = chunk.iter().map(|o| task_outputs::ActiveModel {
             task_execution_id: Set(o.task.0),
             execution_id: Set(o.execution.0),
             task_name: Set(o.name.clone()),
             context: Set(o.context.to_json()),
             created_at: Set(now.0),
-        }))
-        .exec_without_returning(txn)
-        .await
-        .map_err(err)?;
+        });
+        out.push(task_outputs::Entity::insert_many(models).build(backend));
+        expected += chunk.len() as u64;
     }
     for chunk in w.events.chunks(CHUNK) {
-        execution_events::Entity::insert_many(chunk.iter().map(rows::event_insert))
-            .exec_without_returning(txn)
-            .await
-            .map_err(err)?;
+        out.push(execution_events::Entity::insert_many(chunk.iter().map(rows::event_insert)).build(backend));
+        expected += chunk.len() as u64;
+    }
+    Ok((out, expected))
+}
+
+pub(crate) async fn apply<B: SqlBackend>(
+    b: &B,
+    txn: &DatabaseTransaction,
+    w: &Writes,
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let (stmts, expected) = statements(txn, w, now)?;
+    if stmts.is_empty() {
+        return Ok(());
+    }
+    let touched = b.execute_batch(txn, stmts).await.map_err(|e| b.classify(e))?;
+    if touched != expected {
+        return Err(TxError::Conflict(format!(
+            "{} of {expected} rows did not match their expected state: changed concurrently",
+            expected.saturating_sub(touched)
+        )));
     }
     Ok(())
 }
