@@ -749,6 +749,13 @@ pub trait Storage: ExecutionStore + TaskQueue + Liveness + Control + Notificatio
     fn describe(&self) -> String;
     /// What opening this storage did (schema created? migrations run?).
     fn open_report(&self) -> OpenReport;
+    /// Housekeeping the runner calls at start-up and then now and then
+    /// (each heartbeat): cheap when there is nothing to do. PostgreSQL
+    /// refreshes the planner's statistics of the task table once it changed
+    /// a lot, so claims keep using the ready-task index after a burst.
+    async fn maintain(&self) -> StorageResult<()> {
+        Ok(())
+    }
     /// Closes connections. Later calls fail with
     /// [`StorageError::Unavailable`].
     async fn close(&self);

@@ -31,14 +31,18 @@
 
 mod admin;
 mod url;
+mod writes;
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
+use cloacina_core::step::Writes;
 use cloacina_core::{ExecutionId, TenantName, Timestamp};
+use cloacina_sql::LockedRows;
 use cloacina_sql::entities::task_executions;
+use cloacina_sql::rows::ExecutionHead;
 use cloacina_sql::{OpenReport, SqlBackend, SqlStorage, TxError};
 use futures::stream::{self, BoxStream, StreamExt};
 use sea_orm::{
@@ -141,6 +145,22 @@ fn migration_lock_key(schema: &str) -> i64 {
     fnv1a(&format!("cloacina:migrate:{schema}")) as i64
 }
 
+/// NOTIFY payloads, each once: `ready`, `finished:<id>`, `cancelled:<id>`.
+fn payloads(notes: &[Notification]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in notes {
+        let p = match n {
+            Notification::TasksReady => "ready".to_owned(),
+            Notification::ExecutionFinished(id) => format!("finished:{id}"),
+            Notification::ExecutionCancelled(id) => format!("cancelled:{id}"),
+        };
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 /// The PostgreSQL half of [`PgStorage`].
 pub struct PgBackend {
     options: PgConnectOptions,
@@ -161,6 +181,13 @@ impl fmt::Debug for PgBackend {
 }
 
 impl PgBackend {
+    fn classify_plain(&self, e: DbErr) -> StorageError {
+        match self.classify(e) {
+            TxError::Storage(e) => e,
+            TxError::Conflict(m) => StorageError::Busy { message: m, source: None },
+        }
+    }
+
     /// The schema in use (`public` without a tenant).
     pub fn schema_name(&self) -> String {
         schema_name(self.schema.as_ref())
@@ -339,6 +366,26 @@ impl SqlBackend for PgBackend {
         self.open_report.clone()
     }
 
+    async fn maintain(&self) -> StorageResult<()> {
+        // The claim's plan depends on the statistics of the task table; a
+        // burst of new tasks before autovacuum's next analyze would make it
+        // sort every ready row. Analyze once a tenth of it changed.
+        let stale = "SELECT EXISTS (SELECT 1 FROM pg_stat_user_tables \
+                     WHERE schemaname = current_schema() AND relname = 'task_executions' \
+                     AND n_mod_since_analyze > GREATEST(1000, n_live_tup / 10))";
+        let row = self
+            .conn
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, stale))
+            .await
+            .map_err(|e| self.classify_plain(e))?;
+        let needed = row.and_then(|r| r.try_get_by_index::<bool>(0).ok()).unwrap_or(false);
+        if needed {
+            tracing::debug!(storage = %self.describe(), "analyzing task_executions");
+            self.conn.execute_unprepared("ANALYZE task_executions").await.map_err(|e| self.classify_plain(e))?;
+        }
+        Ok(())
+    }
+
     fn reader(&self) -> &DatabaseConnection {
         &self.conn
     }
@@ -347,22 +394,53 @@ impl SqlBackend for PgBackend {
         self.conn.begin().await
     }
 
-    async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid]) -> Result<(), DbErr> {
+    async fn lock_executions(
+        &self,
+        txn: &DatabaseTransaction,
+        ids: &[uuid::Uuid],
+    ) -> Result<Option<LockedRows>, DbErr> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(Some(LockedRows::default()));
         }
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
         let params = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        // Rows are locked in id order, so concurrent lockers never deadlock.
-        let sql = format!("SELECT id FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE");
-        txn.query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            sorted.into_iter().map(sea_orm::Value::from),
-        ))
-        .await?;
-        Ok(())
+        // Rows are locked in id order, so concurrent lockers never deadlock;
+        // the same round trip returns the heads and their task rows.
+        let sql = format!(
+            "WITH x AS MATERIALIZED ( \
+               SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at \
+               FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE) \
+             SELECT x.id AS x_id, x.workflow_name AS x_workflow_name, x.workflow_version AS x_workflow_version, \
+                    x.state AS x_state, x.error AS x_error, x.origin AS x_origin, x.created_at AS x_created_at, \
+                    x.updated_at AS x_updated_at, x.finished_at AS x_finished_at, \
+                    t.id AS t_id, t.execution_id AS t_execution_id, t.workflow_key AS t_workflow_key, \
+                    t.task_name AS t_task_name, t.position AS t_position, t.state AS t_state, t.attempt AS t_attempt, \
+                    t.ready_at AS t_ready_at, t.lease_owner AS t_lease_owner, t.lease_incarnation AS t_lease_incarnation, \
+                    t.lease_expires_at AS t_lease_expires_at, t.fencing_token AS t_fencing_token, \
+                    t.recovery_count AS t_recovery_count, t.error AS t_error, t.started_at AS t_started_at, \
+                    t.finished_at AS t_finished_at, t.updated_at AS t_updated_at \
+             FROM x LEFT JOIN task_executions t ON t.execution_id = x.id \
+             ORDER BY x.id, t.position"
+        );
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                sql,
+                sorted.into_iter().map(sea_orm::Value::from),
+            ))
+            .await?;
+        let mut locked = LockedRows::default();
+        for r in &rows {
+            let head = ExecutionHead::from_query_result(r, "x_")?;
+            if locked.heads.last().is_none_or(|h| h.id != head.id) {
+                locked.heads.push(head);
+            }
+            if r.try_get::<Option<uuid::Uuid>>("t_", "id")?.is_some() {
+                locked.tasks.push(task_executions::Model::from_query_result(r, "t_")?);
+            }
+        }
+        Ok(Some(locked))
     }
 
     async fn claim_rows(
@@ -404,26 +482,49 @@ impl SqlBackend for PgBackend {
         rows.iter().map(|r| task_executions::Model::from_query_result(r, "")).collect()
     }
 
+    async fn apply_writes(
+        &self,
+        txn: &DatabaseTransaction,
+        w: &Writes,
+        notes: &[Notification],
+        now: Timestamp,
+    ) -> Result<(), TxError> {
+        writes::apply(self, txn, w, notes, now).await
+    }
+
+    async fn mark_started(
+        &self,
+        txn: &DatabaseTransaction,
+        ids: Vec<uuid::Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<uuid::Uuid>, DbErr> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let params = (0..ids.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "UPDATE workflow_executions SET state = 'running', updated_at = $1 WHERE id IN ( \
+               SELECT id FROM workflow_executions WHERE id IN ({params}) AND state = 'pending' \
+               ORDER BY id FOR UPDATE SKIP LOCKED) \
+             RETURNING id"
+        );
+        let mut values: Vec<sea_orm::Value> = vec![now.0.into()];
+        values.extend(ids.into_iter().map(sea_orm::Value::from));
+        let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
+        rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
+    }
+
     async fn notify_in_txn(&self, txn: &DatabaseTransaction, notes: &[Notification]) -> Result<(), DbErr> {
-        let mut payloads: Vec<String> = Vec::new();
-        for n in notes {
-            let p = match n {
-                Notification::TasksReady => "ready".to_owned(),
-                Notification::ExecutionFinished(id) => format!("finished:{id}"),
-                Notification::ExecutionCancelled(id) => format!("cancelled:{id}"),
-            };
-            if !payloads.contains(&p) {
-                payloads.push(p);
-            }
+        let payloads = payloads(notes);
+        if payloads.is_empty() {
+            return Ok(());
         }
-        for p in payloads {
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_notify($1, $2)",
-                [self.channel.as_str().into(), p.into()],
-            ))
-            .await?;
-        }
+        // One statement for every notification of the transaction.
+        let rows = (0..payloads.len()).map(|i| format!("(${})", i + 2)).collect::<Vec<_>>().join(", ");
+        let sql = format!("SELECT pg_notify($1, p) FROM (VALUES {rows}) AS t(p)");
+        let mut values: Vec<sea_orm::Value> = vec![self.channel.as_str().into()];
+        values.extend(payloads.into_iter().map(sea_orm::Value::from));
+        txn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
         Ok(())
     }
 

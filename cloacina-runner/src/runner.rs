@@ -291,6 +291,9 @@ impl DefaultRunner {
             migrations_applied = ?report.migrations_applied,
             "runner starting"
         );
+        if let Err(e) = runner.inner.storage.maintain().await {
+            tracing::debug!("storage maintenance failed: {e}");
+        }
         engine::liveness::register(&runner.inner).await?;
         if runner.inner.config.enable_recovery {
             engine::liveness::recover_now(&runner.inner).await?;

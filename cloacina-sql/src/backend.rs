@@ -5,10 +5,12 @@ use std::fmt;
 use async_trait::async_trait;
 use cloacina_core::Timestamp;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
+use cloacina_core::step::Writes;
 use futures::stream::BoxStream;
 use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement};
 
 use crate::entities::task_executions;
+use crate::rows::ExecutionHead;
 
 /// An error inside a write transaction: either a real storage error, or a
 /// conflict (a guarded write found its row changed, a deadlock, a
@@ -23,6 +25,15 @@ pub enum TxError {
     Storage(#[from] StorageError),
 }
 
+/// Rows returned by [`SqlBackend::lock_executions`].
+#[derive(Debug, Default)]
+pub struct LockedRows {
+    /// The locked executions.
+    pub heads: Vec<ExecutionHead>,
+    /// Their task rows, in execution and position order.
+    pub tasks: Vec<task_executions::Model>,
+}
+
 /// The backend-specific half of a SQL storage: connections, the write
 /// transaction, locks, the claim statement, wake-ups and error mapping.
 /// Everything else is shared, in [`SqlStorage`](crate::SqlStorage).
@@ -34,6 +45,11 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// What opening did to the schema.
     fn open_report(&self) -> cloacina_core::ports::OpenReport;
 
+    /// See [`Storage::maintain`](cloacina_core::ports::Storage::maintain).
+    async fn maintain(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
     /// The connection for reads outside write transactions.
     fn reader(&self) -> &DatabaseConnection;
 
@@ -42,9 +58,12 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr>;
 
     /// Locks the given executions' rows until the transaction ends
-    /// (PostgreSQL: `SELECT … FOR UPDATE` in id order; SQLite: nothing, the
-    /// write transaction is already exclusive).
-    async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid]) -> Result<(), DbErr>;
+    /// (PostgreSQL: `SELECT … FOR UPDATE` in id order, returning their heads
+    /// and task rows in the same round trip; SQLite: nothing, the write
+    /// transaction is already exclusive, and `None`: the caller reads the
+    /// rows itself).
+    async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid])
+    -> Result<Option<LockedRows>, DbErr>;
 
     /// Claims up to `req.limit` ready rows of the given workflow keys, of
     /// executions that are pending or running, whose `ready_at` has passed:
@@ -58,6 +77,31 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Vec<task_executions::Model>, DbErr>;
 
+    /// Applies a step's writes in the transaction: every insert, and every
+    /// guarded update, whose rows must all still be in the expected state
+    /// (else [`TxError::Conflict`]). The default is
+    /// [`writes::apply_portable`](crate::writes::apply_portable).
+    ///
+    /// `notes` are the notifications of the transaction; the default sends
+    /// them with [`notify_in_txn`](Self::notify_in_txn) after the writes, a
+    /// backend may send them with the writes.
+    async fn apply_writes(
+        &self,
+        txn: &DatabaseTransaction,
+        writes: &Writes,
+        notes: &[Notification],
+        now: Timestamp,
+    ) -> Result<(), TxError>
+    where
+        Self: Sized,
+    {
+        crate::writes::apply_portable(self, txn, writes, now).await?;
+        if !notes.is_empty() {
+            self.notify_in_txn(txn, notes).await.map_err(|e| self.classify(e))?;
+        }
+        Ok(())
+    }
+
     /// Executes write statements in order, in the transaction; returns the
     /// total of the rows they touched. The default runs them one by one; a
     /// backend may send them together (SQLite: one multi-statement call, a
@@ -68,6 +112,31 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
             total += txn.execute_raw(s).await?.rows_affected();
         }
         Ok(total)
+    }
+
+    /// Moves the given executions from `pending` to `running` (their first
+    /// task was claimed) and returns the ids it moved. The default is a
+    /// plain guarded update; PostgreSQL skips rows another transaction has
+    /// locked (that transaction leaves them running or terminal itself), so
+    /// concurrent commits never wait on each other here.
+    async fn mark_started(
+        &self,
+        txn: &DatabaseTransaction,
+        ids: Vec<uuid::Uuid>,
+        now: Timestamp,
+    ) -> Result<Vec<uuid::Uuid>, DbErr> {
+        use crate::entities::workflow_executions as we;
+        use sea_orm::ColumnTrait;
+        use sea_orm::sea_query::Query;
+        let stmt = Query::update()
+            .table(we::Entity)
+            .values([(we::Column::State, "running".into()), (we::Column::UpdatedAt, now.0.into())])
+            .and_where(we::Column::Id.is_in(ids))
+            .and_where(we::Column::State.eq("pending"))
+            .returning_col(we::Column::Id)
+            .to_owned();
+        let rows = txn.query_all(&stmt).await?;
+        rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
     }
 
     /// Sends notifications as part of the transaction (delivered at commit).

@@ -23,8 +23,9 @@ pub mod migration;
 mod ops;
 pub mod rows;
 mod storage;
+pub mod writes;
 
-pub use backend::{SqlBackend, TxError};
+pub use backend::{LockedRows, SqlBackend, TxError};
 pub use cloacina_core::ports::OpenReport;
 pub use migration::Migrator;
 pub use storage::SqlStorage;

@@ -74,21 +74,23 @@ impl<B: SqlBackend> SqlStorage<B> {
         out: StepOutput,
         now: Timestamp,
     ) -> Result<Effects, TxError> {
-        ops::writes::apply(&self.backend, &txn, &out.writes, now).await?;
-        self.finish_commit(txn, out).await
+        let notes = notifications(&out.effects);
+        self.backend.apply_writes(&txn, &out.writes, &notes, now).await?;
+        self.finish_commit(txn, out, notes).await
     }
 
-    /// Resolves the claims of written steps, sends notifications and
-    /// commits.
-    pub(crate) async fn finish_commit(&self, txn: DatabaseTransaction, out: StepOutput) -> Result<Effects, TxError> {
+    /// Resolves the claims of written steps, commits, and delivers
+    /// in-process notifications (`notes` were sent with the writes).
+    pub(crate) async fn finish_commit(
+        &self,
+        txn: DatabaseTransaction,
+        out: StepOutput,
+        notes: Vec<Notification>,
+    ) -> Result<Effects, TxError> {
         let claimed = ops::inputs::resolve(&self.backend, &txn, out.pending_claims).await?;
         let mut effects = out.effects;
         effects.events = out.writes.events;
         effects.claimed = claimed;
-        let notes = notifications(&effects);
-        if !notes.is_empty() {
-            self.backend.notify_in_txn(&txn, &notes).await.map_err(|e| self.backend.classify(e))?;
-        }
         txn.commit().await.map_err(|e| self.backend.classify(e))?;
         if !notes.is_empty() {
             self.backend.notify_after_commit(&notes);
@@ -201,6 +203,9 @@ impl<B: SqlBackend> Storage for SqlStorage<B> {
     }
     fn open_report(&self) -> OpenReport {
         self.backend.open_report()
+    }
+    async fn maintain(&self) -> StorageResult<()> {
+        self.backend.maintain().await
     }
     async fn close(&self) {
         self.backend.close().await;

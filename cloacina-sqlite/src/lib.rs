@@ -39,7 +39,7 @@ use async_trait::async_trait;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
 use cloacina_core::{TenantName, Timestamp};
 use cloacina_sql::entities::task_executions;
-use cloacina_sql::{OpenReport, SqlBackend, SqlStorage, TxError};
+use cloacina_sql::{LockedRows, OpenReport, SqlBackend, SqlStorage, TxError};
 use futures::stream::{self, BoxStream, StreamExt};
 use sea_orm::{
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, FromQueryResult, RuntimeErr, SqlxSqliteConnector,
@@ -323,9 +323,13 @@ impl SqlBackend for SqliteBackend {
             .await
     }
 
-    async fn lock_executions(&self, _txn: &DatabaseTransaction, _ids: &[uuid::Uuid]) -> Result<(), DbErr> {
+    async fn lock_executions(
+        &self,
+        _txn: &DatabaseTransaction,
+        _ids: &[uuid::Uuid],
+    ) -> Result<Option<LockedRows>, DbErr> {
         // An immediate transaction already excludes every other writer.
-        Ok(())
+        Ok(None)
     }
 
     async fn claim_rows(

@@ -65,6 +65,9 @@ pub(crate) async fn heartbeats(inner: Arc<Inner>) {
             _ = inner.stop_claiming.cancelled() => return,
             _ = tokio::time::sleep(inner.config.recovery.heartbeat_interval()) => {}
         }
+        if let Err(e) = inner.storage.maintain().await {
+            tracing::debug!("storage maintenance failed: {e}");
+        }
         match inner.storage.heartbeat(&inner.registration(), inner.now()).await {
             Ok(Heartbeat::Alive) => backoff = Backoff::new(),
             Ok(Heartbeat::Lost) => {

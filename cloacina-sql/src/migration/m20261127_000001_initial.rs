@@ -162,10 +162,21 @@ impl MigrationTrait for Migration {
                 .name("idx_task_executions_ready")
                 .table(TaskExecutions::Table)
                 .col(TaskExecutions::ReadyAt)
+                .col(TaskExecutions::Id)
                 .and_where(Expr::col(TaskExecutions::State).eq("ready"))
                 .to_owned(),
         )
         .await?;
+        // Task rows churn (ready -> running -> done): let autovacuum keep
+        // their dead tuples and statistics fresh sooner than the default.
+        if m.get_database_backend() == sea_orm::DbBackend::Postgres {
+            m.get_connection()
+                .execute_unprepared(
+                    "ALTER TABLE task_executions SET (autovacuum_vacuum_scale_factor = 0.02, \
+                     autovacuum_analyze_scale_factor = 0.02)",
+                )
+                .await?;
+        }
         // The recovery sweep reads only running rows.
         m.create_index(
             Index::create()
@@ -217,13 +228,9 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(ExecutionEvents::ToState).string().not_null())
                 .col(ColumnDef::new(ExecutionEvents::Detail).text())
                 .col(ColumnDef::new(ExecutionEvents::At).big_integer().not_null())
-                .foreign_key(
-                    ForeignKey::create()
-                        .name("fk_execution_events_execution")
-                        .from(ExecutionEvents::Table, ExecutionEvents::ExecutionId)
-                        .to(WorkflowExecutions::Table, WorkflowExecutions::Id)
-                        .on_delete(ForeignKeyAction::Cascade),
-                )
+                // No foreign key: an event insert would share-lock its
+                // execution row, and claims record events for executions
+                // they have not locked; the log is append-only.
                 .to_owned(),
         )
         .await?;

@@ -5,14 +5,11 @@ use std::collections::HashMap;
 
 use cloacina_core::ports::{ClaimRequest, Commit, CommitOutcome, ReportRejection};
 use cloacina_core::step::{Step, StepOutput};
-use cloacina_core::{ExecutionId, Timestamp, Workflow, WorkflowSet, WorkflowState};
-use sea_orm::sea_query::Query;
-use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction};
+use cloacina_core::{ExecutionId, Timestamp, Workflow, WorkflowSet};
+use sea_orm::DatabaseTransaction;
 
 use crate::backend::{SqlBackend, TxError};
-use crate::entities::workflow_executions;
 use crate::ops::snapshot::{self, Detail};
-use crate::ops::writes;
 use crate::rows;
 use crate::storage::SqlStorage;
 
@@ -26,14 +23,15 @@ impl<B: SqlBackend> SqlStorage<B> {
         let mut ids: Vec<uuid::Uuid> = batch.reports.iter().map(|r| r.execution.0).collect();
         ids.sort_unstable();
         ids.dedup();
+        let t0 = std::time::Instant::now();
         let txn = self.begin().await?;
+        let t_begin = t0.elapsed();
         let mut step = Step::new(now, workflows, batch.claim.as_ref());
         for n in batch.creations {
             step.create(n);
         }
         let mut results = Vec::with_capacity(batch.reports.len());
         if !batch.reports.is_empty() {
-            self.backend.lock_executions(&txn, &ids).await.map_err(|e| self.backend.classify(e))?;
             let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
             for r in batch.reports {
                 results.push(match snaps.get_mut(&r.execution) {
@@ -47,16 +45,28 @@ impl<B: SqlBackend> SqlStorage<B> {
                 }
             }
         }
+        let t_snap = t0.elapsed();
         let remaining = if batch.claim_waiting { step.remaining_claims() } else { None };
         let mut out = step.finish();
-        writes::apply(&self.backend, &txn, &out.writes, now).await?;
+        let notes = crate::storage::notifications(&out.effects);
+        self.backend.apply_writes(&txn, &out.writes, &notes, now).await?;
+        let t_writes = t0.elapsed();
         if let Some(req) = remaining {
             let extra = self.claim_waiting(&txn, &req, workflows, now).await?;
-            writes::apply(&self.backend, &txn, &extra.writes, now).await?;
+            self.backend.apply_writes(&txn, &extra.writes, &[], now).await?;
             out.writes.events.extend(extra.writes.events);
             out.pending_claims.extend(extra.pending_claims);
         }
-        let effects = self.finish_commit(txn, out).await?;
+        let t_claim = t0.elapsed();
+        let effects = self.finish_commit(txn, out, notes).await?;
+        tracing::trace!(
+            begin_us = t_begin.as_micros() as u64,
+            snapshots_us = t_snap.as_micros() as u64,
+            writes_us = t_writes.as_micros() as u64,
+            claim_us = t_claim.as_micros() as u64,
+            total_us = t0.elapsed().as_micros() as u64,
+            "commit phases"
+        );
         Ok(CommitOutcome { results, effects })
     }
 
@@ -90,18 +100,7 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         execs.sort_unstable();
         execs.dedup();
-        let stmt = Query::update()
-            .table(workflow_executions::Entity)
-            .values([
-                (workflow_executions::Column::State, WorkflowState::Running.as_str().into()),
-                (workflow_executions::Column::UpdatedAt, now.0.into()),
-            ])
-            .and_where(workflow_executions::Column::Id.is_in(execs))
-            .and_where(workflow_executions::Column::State.eq(WorkflowState::Pending.as_str()))
-            .returning_col(workflow_executions::Column::Id)
-            .to_owned();
-        for r in txn.query_all(&stmt).await.map_err(|e| self.backend.classify(e))? {
-            let id: uuid::Uuid = r.try_get("", "id").map_err(|e| self.backend.classify(e))?;
+        for id in self.backend.mark_started(txn, execs, now).await.map_err(|e| self.backend.classify(e))? {
             step.execution_started(ExecutionId(id));
         }
         Ok(step.finish())

@@ -19,7 +19,6 @@ pub(crate) enum Op<'a> {
 impl<B: SqlBackend> SqlStorage<B> {
     pub(crate) async fn try_control(&self, id: ExecutionId, now: Timestamp, op: Op<'_>) -> Result<Effects, TxError> {
         let txn = self.begin().await?;
-        self.backend.lock_executions(&txn, &[id.0]).await.map_err(|e| self.backend.classify(e))?;
         let empty = WorkflowSet::new();
         let mut snaps = snapshot::load(&self.backend, &txn, &[id.0], &empty, Detail::Raw).await?;
         let snap = snaps.get_mut(&id).ok_or(StorageError::NotFound { what: "execution", id: id.to_string() })?;

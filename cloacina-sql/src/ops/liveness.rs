@@ -88,8 +88,7 @@ impl<B: SqlBackend> SqlStorage<B> {
             by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
         }
         let ids: Vec<uuid::Uuid> = by_exec.keys().copied().collect();
-        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
-        let heads = snapshot::load_heads(&self.backend, &txn, &ids).await?;
+        let heads = snapshot::lock_heads(&self.backend, &txn, &ids).await?;
         let empty = WorkflowSet::new();
         let mut step = Step::new(now, &empty, None);
         for h in heads {

@@ -9,4 +9,3 @@ pub(crate) mod liveness;
 pub(crate) mod queries;
 pub(crate) mod recover;
 pub(crate) mod snapshot;
-pub(crate) mod writes;

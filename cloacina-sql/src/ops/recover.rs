@@ -86,7 +86,6 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         let mut ids: Vec<uuid::Uuid> = found.iter().map(|(e, _, _)| e.0).collect();
         ids.dedup();
-        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
         let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
         let mut step = Step::new(now, workflows, None);
         for (exec, task, count) in found {

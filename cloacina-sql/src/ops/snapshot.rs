@@ -46,12 +46,36 @@ pub(crate) async fn load_heads<B: SqlBackend, C: ConnectionTrait>(
         .map_err(|e| b.classify(e))
 }
 
-/// Snapshots of the given executions that exist (and, for `Planned`,
-/// whose workflow is in `workflows`). `only_tasks` restricts task rows for
-/// `Raw` snapshots.
-pub(crate) async fn load<B: SqlBackend, C: ConnectionTrait>(
+/// Locks the given executions (see [`SqlBackend::lock_executions`]) and
+/// returns their heads, and their task rows when the lock brought them.
+pub(crate) async fn lock_rows<B: SqlBackend>(
     b: &B,
-    conn: &C,
+    txn: &sea_orm::DatabaseTransaction,
+    ids: &[uuid::Uuid],
+) -> Result<(Vec<ExecutionHead>, Option<Vec<task_executions::Model>>), TxError> {
+    if ids.is_empty() {
+        return Ok((Vec::new(), Some(Vec::new())));
+    }
+    match b.lock_executions(txn, ids).await.map_err(|e| b.classify(e))? {
+        Some(locked) => Ok((locked.heads, Some(locked.tasks))),
+        None => Ok((load_heads(b, txn, ids).await?, None)),
+    }
+}
+
+/// Locks the given executions and returns their heads.
+pub(crate) async fn lock_heads<B: SqlBackend>(
+    b: &B,
+    txn: &sea_orm::DatabaseTransaction,
+    ids: &[uuid::Uuid],
+) -> Result<Vec<ExecutionHead>, TxError> {
+    Ok(lock_rows(b, txn, ids).await?.0)
+}
+
+/// Locks the given executions and loads snapshots of those that exist
+/// (and, for `Planned`, whose workflow is in `workflows`).
+pub(crate) async fn load<B: SqlBackend>(
+    b: &B,
+    conn: &sea_orm::DatabaseTransaction,
     ids: &[uuid::Uuid],
     workflows: &WorkflowSet,
     detail: Detail,
@@ -60,14 +84,17 @@ pub(crate) async fn load<B: SqlBackend, C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
-    let heads = load_heads(b, conn, ids).await?;
-    let task_rows = task_executions::Entity::find()
-        .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
-        .order_by_asc(task_executions::Column::ExecutionId)
-        .order_by_asc(task_executions::Column::Position)
-        .all(conn)
-        .await
-        .map_err(err)?;
+    let (heads, tasks) = lock_rows(b, conn, ids).await?;
+    let task_rows = match tasks {
+        Some(t) => t,
+        None => task_executions::Entity::find()
+            .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
+            .order_by_asc(task_executions::Column::ExecutionId)
+            .order_by_asc(task_executions::Column::Position)
+            .all(conn)
+            .await
+            .map_err(err)?,
+    };
     let mut by_exec: HashMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = HashMap::new();
     for m in &task_rows {
         by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);

@@ -14,6 +14,7 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait, Statement, Value};
 
 use crate::backend::{SqlBackend, TxError};
+
 use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
 use crate::rows;
 
@@ -136,6 +137,22 @@ fn update_executions(backend: DbBackend, chunk: &[ExecutionWrite], now: Timestam
     )
 }
 
+/// For each new task row, in order: its workflow key and its position in
+/// its execution (the workflow's topological order).
+pub fn task_placement(w: &Writes) -> Result<Vec<(String, i32)>, TxError> {
+    let keys: HashMap<ExecutionId, String> =
+        w.execution_inserts.iter().map(|e| (e.id, rows::workflow_key(&e.workflow))).collect();
+    let mut position: HashMap<ExecutionId, i32> = HashMap::new();
+    let mut out = Vec::with_capacity(w.task_inserts.len());
+    for t in &w.task_inserts {
+        let key = keys.get(&t.execution_id).ok_or_else(|| TxError::Conflict("task without execution".into()))?;
+        let p = position.entry(t.execution_id).or_insert(0);
+        out.push((key.clone(), *p));
+        *p += 1;
+    }
+    Ok(out)
+}
+
 /// The statements of a step's writes, and how many rows they must touch.
 fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(Vec<Statement>, u64), TxError> {
     let backend = txn.get_database_backend();
@@ -146,16 +163,9 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
         expected += chunk.len() as u64;
     }
     if !w.task_inserts.is_empty() {
-        let keys: HashMap<ExecutionId, String> =
-            w.execution_inserts.iter().map(|e| (e.id, rows::workflow_key(&e.workflow))).collect();
-        let mut position: HashMap<ExecutionId, i32> = HashMap::new();
-        let mut models = Vec::with_capacity(w.task_inserts.len());
-        for t in &w.task_inserts {
-            let key = keys.get(&t.execution_id).ok_or_else(|| TxError::Conflict("task without execution".into()))?;
-            let p = position.entry(t.execution_id).or_insert(0);
-            models.push(rows::task_insert(t, key, *p, now));
-            *p += 1;
-        }
+        let placement = task_placement(w)?;
+        let models: Vec<_> =
+            w.task_inserts.iter().zip(&placement).map(|(t, (key, pos))| rows::task_insert(t, key, *pos, now)).collect();
         for chunk in models.chunks(CHUNK) {
             out.push(task_executions::Entity::insert_many(chunk.to_vec()).build(backend));
             expected += chunk.len() as u64;
@@ -187,7 +197,10 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
     Ok((out, expected))
 }
 
-pub(crate) async fn apply<B: SqlBackend>(
+/// The portable way to apply writes: sea-query statements, sent through
+/// [`SqlBackend::execute_batch`]. The default of
+/// [`SqlBackend::apply_writes`].
+pub async fn apply_portable<B: SqlBackend>(
     b: &B,
     txn: &DatabaseTransaction,
     w: &Writes,

@@ -1,0 +1,195 @@
+//! PostgreSQL's way to apply a step's writes: one statement, whose text
+//! never changes, for all of them.
+//!
+//! Each kind of row travels as one JSON array parameter, unpacked by
+//! `json_to_recordset`; every insert and guarded update is a
+//! data-modifying CTE of the same statement, and the final `SELECT` counts
+//! what each touched; the transaction's notifications go with it. One
+//! round trip instead of one per table, and one prepared statement reused
+//! for every batch size.
+
+use cloacina_core::Timestamp;
+use cloacina_core::ports::Notification;
+use cloacina_core::step::Writes;
+use cloacina_sql::writes::task_placement;
+use cloacina_sql::{SqlBackend, TxError};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
+use serde_json::{Value as J, json};
+
+use crate::PgBackend;
+
+const SQL: &str = "\
+WITH ie AS (
+  INSERT INTO workflow_executions (id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at)
+  SELECT id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at
+  FROM json_to_recordset($1::json) AS v(id uuid, workflow_name text, workflow_version text, state text, input text,
+       error text, origin text, created_at bigint, updated_at bigint, finished_at bigint)
+  RETURNING 1),
+it AS (
+  INSERT INTO task_executions (id, execution_id, workflow_key, task_name, position, state, attempt, ready_at,
+       lease_owner, lease_incarnation, lease_expires_at, fencing_token, recovery_count, error, started_at, finished_at, updated_at)
+  SELECT id, execution_id, workflow_key, task_name, position, state, attempt, ready_at,
+       lease_owner, lease_incarnation, lease_expires_at, fencing_token, recovery_count, error, started_at, finished_at, $7
+  FROM json_to_recordset($2::json) AS v(id uuid, execution_id uuid, workflow_key text, task_name text, position integer,
+       state text, attempt integer, ready_at bigint, lease_owner text, lease_incarnation text, lease_expires_at bigint,
+       fencing_token bigint, recovery_count integer, error text, started_at bigint, finished_at bigint)
+  RETURNING 1),
+ut AS (
+  UPDATE task_executions AS t SET state = v.state, attempt = v.attempt, ready_at = v.ready_at,
+       lease_owner = v.lease_owner, lease_incarnation = v.lease_incarnation, lease_expires_at = v.lease_expires_at,
+       fencing_token = v.fencing_token, recovery_count = v.recovery_count, error = v.error,
+       started_at = v.started_at, finished_at = v.finished_at, updated_at = $7
+  FROM json_to_recordset($3::json) AS v(id uuid, state text, attempt integer, ready_at bigint, lease_owner text,
+       lease_incarnation text, lease_expires_at bigint, fencing_token bigint, recovery_count integer, error text,
+       started_at bigint, finished_at bigint, expect_state text, expect_token bigint)
+  WHERE t.id = ANY($10) AND t.id = v.id AND t.state = v.expect_state AND t.fencing_token = v.expect_token
+  RETURNING 1),
+ux AS (
+  UPDATE workflow_executions AS x SET state = v.state, error = v.error, finished_at = v.finished_at, updated_at = $7
+  FROM json_to_recordset($4::json) AS v(id uuid, state text, error text, finished_at bigint, expect_state text)
+  WHERE x.id = ANY($11) AND x.id = v.id AND x.state = v.expect_state
+  RETURNING 1),
+io AS (
+  INSERT INTO task_outputs (task_execution_id, execution_id, task_name, context, created_at)
+  SELECT task_execution_id, execution_id, task_name, context, $7
+  FROM json_to_recordset($5::json) AS v(task_execution_id uuid, execution_id uuid, task_name text, context text)
+  RETURNING 1),
+iv AS (
+  INSERT INTO execution_events (execution_id, kind, task_name, task_execution_id, from_state, to_state, detail, at)
+  SELECT execution_id, kind, task_name, task_execution_id, from_state, to_state, detail, at
+  FROM json_to_recordset($6::json) AS v(execution_id uuid, kind text, task_name text, task_execution_id uuid,
+       from_state text, to_state text, detail text, at bigint)
+  RETURNING 1),
+nt AS (
+  SELECT pg_notify($8, p) FROM json_array_elements_text($9::json) AS p)
+SELECT (SELECT count(*) FROM ie) + (SELECT count(*) FROM it) + (SELECT count(*) FROM ut)
+     + (SELECT count(*) FROM ux) + (SELECT count(*) FROM io) + (SELECT count(*) FROM iv),
+       (SELECT count(*) FROM nt)";
+
+fn uuids(ids: impl Iterator<Item = uuid::Uuid>) -> sea_orm::Value {
+    let v: Vec<sea_orm::Value> = ids.map(|id| sea_orm::Value::Uuid(Some(id))).collect();
+    sea_orm::Value::Array(sea_orm::sea_query::ArrayType::Uuid, Some(Box::new(v)))
+}
+
+fn array(rows: Vec<J>) -> sea_orm::Value {
+    J::Array(rows).to_string().into()
+}
+
+/// Applies `w` with one statement; a guarded row that no longer matches
+/// makes the counts fall short: a conflict.
+pub(crate) async fn apply(
+    b: &PgBackend,
+    txn: &DatabaseTransaction,
+    w: &Writes,
+    notes: &[Notification],
+    now: Timestamp,
+) -> Result<(), TxError> {
+    let expected = (w.execution_inserts.len()
+        + w.task_inserts.len()
+        + w.tasks.len()
+        + w.executions.len()
+        + w.outputs.len()
+        + w.events.len()) as i64;
+    let payloads = crate::payloads(notes);
+    if expected == 0 && payloads.is_empty() {
+        return Ok(());
+    }
+    let executions = w
+        .execution_inserts
+        .iter()
+        .map(|e| {
+            json!({
+                "id": e.id.0, "workflow_name": e.workflow.name, "workflow_version": e.workflow.version,
+                "state": e.state.as_str(), "input": e.input.to_json(), "error": e.error, "origin": e.origin,
+                "created_at": e.created_at.0, "updated_at": e.updated_at.0, "finished_at": e.finished_at.map(|t| t.0),
+            })
+        })
+        .collect();
+    let placement = task_placement(w)?;
+    let new_tasks = w
+        .task_inserts
+        .iter()
+        .zip(&placement)
+        .map(|(t, (key, position))| {
+            json!({
+                "id": t.id.0, "execution_id": t.execution_id.0, "workflow_key": key, "task_name": t.name,
+                "position": position, "state": t.state.as_str(), "attempt": t.attempt, "ready_at": t.ready_at.0,
+                "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
+                "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
+                "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
+                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": t.error,
+                "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
+            })
+        })
+        .collect();
+    let task_updates = w
+        .tasks
+        .iter()
+        .map(|tw| {
+            let t = &tw.row;
+            json!({
+                "id": t.id.0, "state": t.state.as_str(), "attempt": t.attempt, "ready_at": t.ready_at.0,
+                "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
+                "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
+                "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
+                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": t.error,
+                "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
+                "expect_state": tw.expect_state.as_str(), "expect_token": tw.expect_token.0,
+            })
+        })
+        .collect();
+    let execution_updates = w
+        .executions
+        .iter()
+        .map(|x| {
+            json!({
+                "id": x.id.0, "state": x.state.as_str(), "error": x.error,
+                "finished_at": x.finished_at.map(|t| t.0), "expect_state": x.expect_state.as_str(),
+            })
+        })
+        .collect();
+    let outputs = w
+        .outputs
+        .iter()
+        .map(|o| json!({"task_execution_id": o.task.0, "execution_id": o.execution.0, "task_name": o.name, "context": o.context.to_json()}))
+        .collect();
+    let events = w
+        .events
+        .iter()
+        .map(|e| {
+            json!({
+                "execution_id": e.execution_id.0, "kind": e.kind.as_str(), "task_name": e.task,
+                "task_execution_id": e.task_execution_id.map(|t| t.0), "from_state": e.from, "to_state": e.to,
+                "detail": e.detail, "at": e.at.0,
+            })
+        })
+        .collect();
+    let values = vec![
+        array(executions),
+        array(new_tasks),
+        array(task_updates),
+        array(execution_updates),
+        array(outputs),
+        array(events),
+        now.0.into(),
+        b.channel.as_str().into(),
+        J::Array(payloads.into_iter().map(J::String).collect()).to_string().into(),
+        // The updates also filter on an id array: the planner then looks the
+        // rows up by primary key, whatever the tables' size, instead of
+        // hashing a scan of them against the JSON rows (of unknown count).
+        uuids(w.tasks.iter().map(|t| t.row.id.0)),
+        uuids(w.executions.iter().map(|x| x.id.0)),
+    ];
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values))
+        .await
+        .map_err(|e| b.classify(e))?;
+    let touched: i64 = row.map(|r| r.try_get_by_index::<i64>(0)).transpose().map_err(|e| b.classify(e))?.unwrap_or(0);
+    if touched != expected {
+        return Err(TxError::Conflict(format!(
+            "{} of {expected} rows did not match their expected state: changed concurrently",
+            expected - touched
+        )));
+    }
+    Ok(())
+}
