@@ -6,7 +6,10 @@
 //! * `check-deps` — `cloacina-core` reaches no database crate or runtime.
 //! * `pg [--pg ...] [--durable]` — provisions PostgreSQL and keeps it up
 //!   until Ctrl-C (prints the URL), for working on PostgreSQL code.
+//! * `bench [...]` — release-build benchmarks on both backends, see
+//!   `bench.rs` and docs/benchmarks.md.
 
+mod bench;
 mod deps;
 mod pg;
 
@@ -19,6 +22,7 @@ fn main() -> ExitCode {
         Some("test-all") => test_all(&args[1..]),
         Some("check-deps") => check_deps(),
         Some("pg") => pg_shell(&args[1..]),
+        Some("bench") => bench::bench(&args[1..]),
         _ => Err(USAGE.to_owned()),
     };
     match result {
@@ -30,7 +34,9 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cargo xtask <test-all [--pg url|container|local] | check-deps | pg [--pg ...] [--durable]>";
+const USAGE: &str = "usage: cargo xtask <test-all [--pg url|container|local] | check-deps | pg [--pg ...] [--durable] | \
+bench [--backend sqlite|postgres|all] [--workload simple|pipeline|parallel|burn|latency|recovery|crash|all] \
+[--workflows N] [--concurrency C] [--runs R] [--quick] [--json PATH] [--pg ...] [--crash-seeds N]>";
 
 fn pg_mode(args: &[String]) -> Result<Option<pg::Mode>, String> {
     match args.iter().position(|a| a == "--pg") {

@@ -301,7 +301,13 @@ async fn sqlite_commits(url: &str) -> serde_json::Value {
 
 /// A child runner holding in-flight tasks is killed (or stopped); how long
 /// until a new runner has completed them all.
-async fn recovery(url: &str, runner_exe: &str, graceful: bool, in_flight: usize) -> serde_json::Value {
+async fn recovery(
+    url: &str,
+    runner_exe: &str,
+    graceful: bool,
+    in_flight: usize,
+    lease_ttl_ms: u64,
+) -> serde_json::Value {
     use std::io::BufRead;
     let dir = std::env::temp_dir().join(format!("cloacina-bench-recovery-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
@@ -309,6 +315,7 @@ async fn recovery(url: &str, runner_exe: &str, graceful: bool, in_flight: usize)
     let mut child = std::process::Command::new(runner_exe)
         .args(["--url", url, "--shape", "single", "--submit", &in_flight.to_string()])
         .args(["--concurrency", &in_flight.to_string(), "--work-ms", "600000,600000", "--grace-ms", "0", "--no-exit"])
+        .args(["--lease-ttl-ms", &lease_ttl_ms.to_string(), "--heartbeat-ms", &(lease_ttl_ms / 5).to_string()])
         .arg("--journal")
         .arg(&journal)
         .stdout(std::process::Stdio::piped())
@@ -333,8 +340,15 @@ async fn recovery(url: &str, runner_exe: &str, graceful: bool, in_flight: usize)
     let _ = child.wait();
     let t0 = Instant::now();
     let wf = cloacina_harness::workflow(cloacina_harness::Shape::Single, &journal, (0, 0));
-    let r =
-        DefaultRunner::builder().database_url(url).workflow(wf).max_concurrent_tasks(64).build().await.expect("runner");
+    let r = DefaultRunner::builder()
+        .database_url(url)
+        .workflow(wf)
+        .max_concurrent_tasks(64)
+        .lease_ttl(Duration::from_millis(lease_ttl_ms))
+        .heartbeat_interval(Duration::from_millis(lease_ttl_ms / 5))
+        .build()
+        .await
+        .expect("runner");
     let unfinished = ExecutionFilter {
         states: vec![WorkflowState::Pending, WorkflowState::Running],
         limit: Some(1),
@@ -370,8 +384,15 @@ async fn main() {
         "sqlite-commits" => sqlite_commits(&url).await,
         "recovery" | "recovery-graceful" => {
             let exe = a.get("runner").map(PathBuf::from).expect("--runner PATH of cloacina-harness-runner");
-            recovery(&url, &exe.display().to_string(), workload == "recovery-graceful", get(&a, "in-flight", 200usize))
-                .await
+            let ttl = get(&a, "lease-ttl-ms", 10_000u64);
+            recovery(
+                &url,
+                &exe.display().to_string(),
+                workload == "recovery-graceful",
+                get(&a, "in-flight", 200usize),
+                ttl,
+            )
+            .await
         }
         other => panic!("unknown workload {other}"),
     };
