@@ -376,6 +376,16 @@ impl Liveness for MemoryStorage {
         Ok(report)
     }
 
+    async fn release_strays(
+        &self,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        now: Timestamp,
+    ) -> StorageResult<Effects> {
+        let mut db = self.db()?;
+        self.release_mine(&mut db, reg, held, "its claim was lost to a failed commit", now)
+    }
+
     async fn release_runner(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<Effects> {
         let mut db = self.db()?;
         if let Some(r) = db.runners.get_mut(&reg.id)
@@ -383,11 +393,25 @@ impl Liveness for MemoryStorage {
         {
             r.alive = false;
         }
+        self.release_mine(&mut db, reg, &[], "shut down", now)
+    }
+}
+
+impl MemoryStorage {
+    fn release_mine(
+        &self,
+        db: &mut Db,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        why: &str,
+        now: Timestamp,
+    ) -> StorageResult<Effects> {
         let mine: Vec<(ExecutionId, TaskExecutionId)> = db
             .tasks
             .values()
             .filter(|t| t.state == TaskState::Running)
             .filter(|t| t.lease.as_ref().is_some_and(|l| l.owner == reg.id && l.incarnation == reg.incarnation))
+            .filter(|t| !held.contains(&t.id))
             .map(|t| (t.execution_id, t.id))
             .collect();
         let mut step = Step::new(now, &EMPTY_SET, None);
@@ -399,10 +423,10 @@ impl Liveness for MemoryStorage {
             let rows: Vec<TaskRecord> = db.tasks.get(&task).cloned().into_iter().collect();
             let mut snap =
                 ExecutionSnapshot { execution: e, input_loaded: false, tasks: rows, outputs: HashMap::new() };
-            step.release(&mut snap, task);
+            step.release(&mut snap, task, why);
         }
         let out = step.finish();
-        self.finish(&mut db, out, now)
+        self.finish(db, out, now)
     }
 }
 

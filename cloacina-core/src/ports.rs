@@ -293,6 +293,10 @@ pub struct ClaimedTask {
     pub recovery_count: u32,
     /// The input context (see [`crate::context`]).
     pub input: Context,
+    /// Set when the stored contexts the input is made of cannot be read
+    /// (corrupted rows): the runner fails the task with this problem
+    /// instead of running it.
+    pub input_error: Option<String>,
 }
 
 /// The runner a claim is made for.
@@ -366,6 +370,12 @@ pub enum ReportRejection {
     },
     /// No such task.
     NotFound,
+    /// The execution's stored rows cannot be read (corrupted); the report
+    /// is not applied and the problem is named.
+    Unreadable {
+        /// What is wrong, with the row.
+        problem: String,
+    },
 }
 
 /// Terminal state reached by an execution during a call.
@@ -704,6 +714,17 @@ pub trait Liveness: Send + Sync {
         workflows: &WorkflowSet,
         now: Timestamp,
     ) -> StorageResult<RecoveryReport>;
+
+    /// Puts back to Ready the runner's Running tasks that are not in `held`
+    /// (recovery count unchanged): claims a failed commit may have made
+    /// without the runner learning of them. Call it only while no commit
+    /// of this runner is in flight.
+    async fn release_strays(
+        &self,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        now: Timestamp,
+    ) -> StorageResult<Effects>;
 
     /// At shutdown: puts the runner's Running tasks back to Ready at once
     /// (a release is not a crash: the recovery count is unchanged) and

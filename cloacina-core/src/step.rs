@@ -214,6 +214,7 @@ fn claimed_task(wf: &Workflow, row: &TaskRecord) -> ClaimedTask {
         fencing_token: row.fencing_token,
         recovery_count: row.recovery_count,
         input: Context::new(),
+        input_error: None,
     }
 }
 
@@ -658,9 +659,10 @@ impl<'a> Step<'a> {
         Some(decision)
     }
 
-    /// Puts a running task back to Ready because its runner shut down
-    /// gracefully. The recovery count is unchanged.
-    pub fn release(&mut self, snap: &mut ExecutionSnapshot, task: TaskExecutionId) -> bool {
+    /// Puts a running task back to Ready because its runner gave it back
+    /// (`why`: shut down gracefully, or lost track of a claim). The
+    /// recovery count is unchanged.
+    pub fn release(&mut self, snap: &mut ExecutionSnapshot, task: TaskExecutionId, why: &str) -> bool {
         let Some(idx) = snap.index_of(task) else {
             return false;
         };
@@ -677,7 +679,7 @@ impl<'a> Step<'a> {
         row.lease = None;
         row.ready_at = self.now;
         self.out.effects.newly_ready += 1;
-        self.task_event(&row, Some(before.state), Some(format!("released by runner {owner} at shutdown")));
+        self.task_event(&row, Some(before.state), Some(format!("released by runner {owner}: {why}")));
         self.write_task(&before, row.clone());
         snap.tasks[idx] = row;
         true

@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) pending_reports: AtomicUsize,
     pub(crate) reports_flushed: Notify,
     pub(crate) running: Mutex<HashMap<TaskExecutionId, Running>>,
+    /// Tasks claimed by this runner whose outcome is not yet written.
+    pub(crate) leased: Mutex<HashMap<TaskExecutionId, cloacina_core::FencingToken>>,
     pub(crate) running_changed: Notify,
     pub(crate) waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Finished>>>>,
     pub(crate) events: broadcast::Sender<ExecutionEvent>,
@@ -271,6 +273,7 @@ impl DefaultRunner {
             pending_reports: AtomicUsize::new(0),
             reports_flushed: Notify::new(),
             running: Mutex::new(HashMap::new()),
+            leased: Mutex::new(HashMap::new()),
             running_changed: Notify::new(),
             waiters: Mutex::new(HashMap::new()),
             events: broadcast::channel(4096).0,

@@ -171,6 +171,15 @@ impl<B: SqlBackend> Liveness for SqlStorage<B> {
         retrying!("recover", self.try_recover(req, workflows, now))
     }
 
+    async fn release_strays(
+        &self,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        now: Timestamp,
+    ) -> StorageResult<Effects> {
+        retrying!("release lost claims", self.try_release_strays(reg, held, now))
+    }
+
     async fn release_runner(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<Effects> {
         retrying!("release runner", self.try_release(reg, now))
     }

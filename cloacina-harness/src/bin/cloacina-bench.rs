@@ -179,48 +179,51 @@ async fn open_storage(url: &str) -> Arc<dyn Storage> {
     }
 }
 
-/// N single-task executions stored first, then drained by one runner.
-async fn burn(url: &str, queued: usize) -> serde_json::Value {
+/// Single-task executions stored first, then drained by a runner; `rounds`
+/// times (a fresh runner each round, the clock running only while it
+/// drains), so a small backlog is measured over enough tasks.
+async fn burn(url: &str, queued: usize, rounds: usize) -> serde_json::Value {
     let simple = workflows().remove(0);
     let set: WorkflowSet = [simple.clone()].into_iter().collect();
-    let simple_for_runner = simple.clone();
-    let storage = open_storage(url).await;
-    let mut left = queued;
-    while left > 0 {
-        let n = left.min(2000);
-        let batch: Vec<NewExecution> =
-            (0..n).map(|_| NewExecution::plan(&simple, Context::new(), "bench", Timestamp::now())).collect();
-        storage.create_executions(batch, None, &set, Timestamp::now()).await.expect("enqueue");
-        left -= n;
-    }
-    storage.close().await;
-    // Start the runner without the workflow, so the clock measures the
-    // drain, not the start-up; registering it wakes the runner.
-    let r = DefaultRunner::builder()
-        .database_url(url)
-        .max_concurrent_tasks(64)
-        .pool_size(16)
-        .build()
-        .await
-        .expect("runner");
-    let started = Instant::now();
-    r.register_workflow(simple_for_runner).expect("register");
-    let unfinished = ExecutionFilter {
-        states: vec![WorkflowState::Pending, WorkflowState::Running],
-        limit: Some(1),
-        ..Default::default()
-    };
-    loop {
-        if r.list_executions(unfinished.clone()).await.expect("list").is_empty() {
-            break;
+    let mut drain = Duration::ZERO;
+    for _ in 0..rounds {
+        let storage = open_storage(url).await;
+        let mut left = queued;
+        while left > 0 {
+            let n = left.min(2000);
+            let batch: Vec<NewExecution> =
+                (0..n).map(|_| NewExecution::plan(&simple, Context::new(), "bench", Timestamp::now())).collect();
+            storage.create_executions(batch, None, &set, Timestamp::now()).await.expect("enqueue");
+            left -= n;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        storage.close().await;
+        // Start the runner without the workflow, so the clock measures the
+        // drain, not the start-up; registering it wakes the runner.
+        let r = DefaultRunner::builder()
+            .database_url(url)
+            .max_concurrent_tasks(64)
+            .pool_size(16)
+            .build()
+            .await
+            .expect("runner");
+        let started = Instant::now();
+        r.register_workflow(simple.clone()).expect("register");
+        let unfinished = ExecutionFilter {
+            states: vec![WorkflowState::Pending, WorkflowState::Running],
+            limit: Some(1),
+            ..Default::default()
+        };
+        while !r.list_executions(unfinished.clone()).await.expect("list").is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        drain += started.elapsed();
+        r.shutdown().await.expect("shutdown");
     }
-    let secs = started.elapsed().as_secs_f64();
-    r.shutdown().await.expect("shutdown");
+    let secs = drain.as_secs_f64();
+    let tasks = queued * rounds;
     serde_json::json!({
-        "workload": format!("burn_{queued}"), "workflows": queued, "seconds": secs,
-        "workflows_per_s": queued as f64 / secs, "tasks_per_s": queued as f64 / secs, "peak_rss_kib": peak_rss_kib(),
+        "workload": format!("burn_{queued}"), "workflows": tasks, "rounds": rounds, "seconds": secs,
+        "workflows_per_s": tasks as f64 / secs, "tasks_per_s": tasks as f64 / secs, "peak_rss_kib": peak_rss_kib(),
     })
 }
 
@@ -379,7 +382,11 @@ async fn main() {
     let c = get(&a, "concurrency", 32usize);
     let out = match workload.as_str() {
         "simple" | "pipeline" | "parallel" => throughput(&url, &workload, n, c).await,
-        "burn" => burn(&url, get(&a, "queued", 1000usize)).await,
+        "burn" => {
+            let queued = get(&a, "queued", 1000usize);
+            let rounds = get(&a, "rounds", if queued <= 10_000 { 10 } else { 1 });
+            burn(&url, queued, rounds).await
+        }
         "latency" => latency(&url).await,
         "sqlite-commits" => sqlite_commits(&url).await,
         "recovery" | "recovery-graceful" => {

@@ -23,6 +23,7 @@ pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claimed: Vec<ClaimedTask>, mut p
                 }
             },
         };
+        inner.leased.lock().unwrap_or_else(|e| e.into_inner()).insert(task.id, task.fencing_token);
         tokio::spawn(execute::run_task(inner.clone(), task, permit));
     }
 }

@@ -43,7 +43,11 @@ pub(crate) async fn run_task(inner: Arc<Inner>, task: ClaimedTask, permit: Owned
         tenant = inner.config.tenant().map(|t| t.as_str()).unwrap_or("public"),
         attempt = task.attempt,
     );
-    let ending = run_body(&inner, &task).instrument(span.clone()).await;
+    let ending = match &task.input_error {
+        // The stored input cannot be read: fail without running the body.
+        Some(problem) => Ending::Failed(TaskError::fatal(format!("cannot read the task's input: {problem}"))),
+        None => run_body(&inner, &task).instrument(span.clone()).await,
+    };
     inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
     inner.running_changed.notify_waiters();
     drop(permit);
@@ -51,7 +55,10 @@ pub(crate) async fn run_task(inner: Arc<Inner>, task: ClaimedTask, permit: Owned
         inner.wake.notify_one();
     }
     let outcome = match ending {
-        Ending::Interrupted => return,
+        Ending::Interrupted => {
+            inner.leased.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
+            return;
+        }
         Ending::Returned(Ok(()), output) => {
             let size = output.serialized_size();
             if size > inner.config.context_size_limit {

@@ -70,6 +70,8 @@ pub(crate) async fn heartbeats(inner: Arc<Inner>) {
         }
         match inner.storage.heartbeat(&inner.registration(), inner.now()).await {
             Ok(Heartbeat::Alive) => backoff = Backoff::new(),
+            // Shutting down: the release just marked this runner stopped.
+            Ok(Heartbeat::Lost) if inner.stop_claiming.is_cancelled() => return,
             Ok(Heartbeat::Lost) => {
                 tracing::error!(
                     runner = %inner.registration().id,

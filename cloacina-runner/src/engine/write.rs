@@ -119,7 +119,7 @@ fn refuse_submissions(rx: &mut mpsc::UnboundedReceiver<Submission>, replies: imp
 /// Commits a round: retried with backoff after transient errors; after
 /// another error, each item is written alone so only the bad one fails.
 /// Returns how many tasks it claimed and how long the commit took.
-async fn write_round(inner: &Arc<Inner>, round: Round) -> (usize, std::time::Duration) {
+async fn write_round(inner: &Arc<Inner>, mut round: Round) -> (usize, std::time::Duration) {
     let n_reports = round.reports.len();
     let mut backoff = Backoff::new();
     loop {
@@ -154,6 +154,12 @@ async fn write_round(inner: &Arc<Inner>, round: Round) -> (usize, std::time::Dur
                 for (e, reply) in round.creations.iter().zip(round.replies) {
                     let _ = reply.send(Ok(e.id));
                 }
+                {
+                    let mut leased = inner.leased.lock().unwrap_or_else(|e| e.into_inner());
+                    for r in &round.reports {
+                        leased.remove(&r.task);
+                    }
+                }
                 for (r, res) in round.reports.iter().zip(&out.results) {
                     if let Err(rejection) = res {
                         tracing::info!(
@@ -179,6 +185,8 @@ async fn write_round(inner: &Arc<Inner>, round: Round) -> (usize, std::time::Dur
                     round.creations.len()
                 );
                 tokio::time::sleep(d).await;
+                // The commit may have succeeded before the error reached us.
+                reconcile(inner, &mut round, &mut backoff).await;
             }
             Err(e) if round.creations.len() + round.reports.len() > 1 => {
                 drop(permits);
@@ -206,6 +214,7 @@ async fn write_round(inner: &Arc<Inner>, round: Round) -> (usize, std::time::Dur
                     let _ = reply.send(Err(RunnerError::Storage(e)));
                 } else if let Some(r) = round.reports.first() {
                     log_lost(r, &e);
+                    inner.leased.lock().unwrap_or_else(|e| e.into_inner()).remove(&r.task);
                 } else {
                     tracing::warn!("claim failed: {e}");
                     inner.backlog.store(true, Ordering::SeqCst);
@@ -215,6 +224,56 @@ async fn write_round(inner: &Arc<Inner>, round: Round) -> (usize, std::time::Dur
             }
         }
     }
+}
+
+/// After a commit whose outcome is unknown: executions it stored are
+/// acknowledged and dropped from the round; claims it made that this
+/// runner never learned of are given back. Retried until the database
+/// answers (or the runner stops).
+async fn reconcile(inner: &Arc<Inner>, round: &mut Round, backoff: &mut Backoff) {
+    loop {
+        match try_reconcile(inner, round).await {
+            Ok(()) => return,
+            Err(e) if e.is_transient() && !inner.stop_all.is_cancelled() => {
+                let d = backoff.next();
+                tracing::warn!("checking what a failed commit stored failed, retrying in {d:?}: {e}");
+                tokio::time::sleep(d).await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot check what a failed commit stored: {e}");
+                return;
+            }
+        }
+    }
+}
+
+async fn try_reconcile(inner: &Arc<Inner>, round: &mut Round) -> std::result::Result<(), StorageError> {
+    if !round.creations.is_empty() {
+        let ids: Vec<_> = round.creations.iter().map(|c| c.id).collect();
+        let stored: std::collections::HashSet<_> =
+            inner.storage.execution_states(&ids).await?.into_iter().map(|(id, _)| id).collect();
+        if !stored.is_empty() {
+            tracing::info!(executions = stored.len(), "a failed commit had stored these executions after all");
+            let creations = std::mem::take(&mut round.creations);
+            let replies = std::mem::take(&mut round.replies);
+            for (c, reply) in creations.into_iter().zip(replies) {
+                if stored.contains(&c.id) {
+                    let _ = reply.send(Ok(c.id));
+                } else {
+                    round.creations.push(c);
+                    round.replies.push(reply);
+                }
+            }
+        }
+    }
+    let mut held: Vec<_> = inner.leased.lock().unwrap_or_else(|e| e.into_inner()).keys().copied().collect();
+    held.extend(round.reports.iter().map(|r| r.task));
+    let effects = inner.storage.release_strays(&inner.registration(), &held, inner.now()).await?;
+    if effects.newly_ready > 0 {
+        tracing::info!(tasks = effects.newly_ready, "gave back claims a failed commit had made");
+    }
+    apply_effects(inner, effects, None);
+    Ok(())
 }
 
 fn reports_written(inner: &Inner, n: usize) {

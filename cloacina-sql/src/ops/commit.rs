@@ -35,11 +35,12 @@ impl<B: SqlBackend> SqlStorage<B> {
             let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
             for r in batch.reports {
                 results.push(match snaps.get_mut(&r.execution) {
-                    Some(snap) => step.report(snap, r),
+                    Some(Ok(snap)) => step.report(snap, r),
+                    Some(Err(e)) => Err(ReportRejection::Unreadable { problem: e.to_string() }),
                     None => Err(ReportRejection::NotFound),
                 });
             }
-            for snap in snaps.values_mut() {
+            for snap in snaps.values_mut().filter_map(|s| s.as_mut().ok()) {
                 if let Some(wf) = workflows.get(&snap.execution.workflow) {
                     step.settle(snap, wf);
                 }
@@ -92,7 +93,15 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         let mut execs: Vec<uuid::Uuid> = Vec::with_capacity(claimed.len());
         for m in &claimed {
-            let row = rows::task_record(m)?;
+            let row = match rows::task_record(m) {
+                Ok(r) => r,
+                Err(e) => {
+                    // A corrupted row must not stop every claim of the
+                    // tenant: it stays leased to this runner, and is named.
+                    tracing::error!("claimed a task whose row cannot be read, leaving it: {e}");
+                    continue;
+                }
+            };
             execs.push(m.execution_id);
             if let Some(wf) = by_key.get(&m.workflow_key) {
                 step.claimed_rows(wf, &row);

@@ -21,7 +21,16 @@ impl<B: SqlBackend> SqlStorage<B> {
         let txn = self.begin().await?;
         let empty = WorkflowSet::new();
         let mut snaps = snapshot::load(&self.backend, &txn, &[id.0], &empty, Detail::Raw).await?;
-        let snap = snaps.get_mut(&id).ok_or(StorageError::NotFound { what: "execution", id: id.to_string() })?;
+        let snap = match snaps.get_mut(&id) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                return Err(TxError::Storage(std::mem::replace(
+                    e,
+                    StorageError::NotFound { what: "execution", id: id.to_string() },
+                )));
+            }
+            None => return Err(TxError::Storage(StorageError::NotFound { what: "execution", id: id.to_string() })),
+        };
         let mut step = Step::new(now, &empty, None);
         let res = match op {
             Op::Cancel(reason) => step.cancel(snap, reason),

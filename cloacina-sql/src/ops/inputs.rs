@@ -29,6 +29,8 @@ pub(crate) async fn resolve<B: SqlBackend, C: ConnectionTrait>(
         }
     }
     let mut loaded: HashMap<(ExecutionId, String), Context> = HashMap::new();
+    // Unreadable stored contexts fail only the claims that need them.
+    let mut corrupt: HashMap<(ExecutionId, String), String> = HashMap::new();
     if !execs.is_empty() {
         let found = task_outputs::Entity::find()
             .filter(task_outputs::Column::ExecutionId.is_in(execs.iter().copied()))
@@ -37,13 +39,26 @@ pub(crate) async fn resolve<B: SqlBackend, C: ConnectionTrait>(
             .await
             .map_err(err)?;
         for o in found {
-            let ctx = rows::output_context(&o)?;
-            loaded.insert((ExecutionId(o.execution_id), o.task_name), ctx);
+            match rows::output_context(&o) {
+                Ok(ctx) => {
+                    loaded.insert((ExecutionId(o.execution_id), o.task_name), ctx);
+                }
+                Err(e) => {
+                    corrupt.insert((ExecutionId(o.execution_id), o.task_name), e.to_string());
+                }
+            }
         }
     }
-    let need_input: Vec<uuid::Uuid> =
-        pending.iter().filter(|p| p.needs_execution_input(&loaded)).map(|p| p.task.execution_id.0).collect();
+    let need_input: Vec<uuid::Uuid> = pending
+        .iter()
+        .filter(|p| {
+            p.needs_execution_input(&loaded)
+                && !p.sources.iter().any(|s| corrupt.contains_key(&(p.task.execution_id, s.clone())))
+        })
+        .map(|p| p.task.execution_id.0)
+        .collect();
     let mut inputs: HashMap<ExecutionId, Context> = HashMap::new();
+    let mut corrupt_inputs: HashMap<ExecutionId, String> = HashMap::new();
     if !need_input.is_empty() {
         let rows: Vec<(uuid::Uuid, String)> = workflow_executions::Entity::find()
             .select_only()
@@ -54,14 +69,37 @@ pub(crate) async fn resolve<B: SqlBackend, C: ConnectionTrait>(
             .await
             .map_err(err)?;
         for (id, text) in rows {
-            let ctx = Context::from_json(&text).map_err(|e| StorageError::CorruptRow {
-                table: "workflow_executions",
-                id: id.to_string(),
-                column: "input",
-                problem: e.to_string(),
-            })?;
-            inputs.insert(ExecutionId(id), ctx);
+            match Context::from_json(&text) {
+                Ok(ctx) => {
+                    inputs.insert(ExecutionId(id), ctx);
+                }
+                Err(e) => {
+                    let problem = StorageError::CorruptRow {
+                        table: "workflow_executions",
+                        id: id.to_string(),
+                        column: "input",
+                        problem: e.to_string(),
+                    };
+                    corrupt_inputs.insert(ExecutionId(id), problem.to_string());
+                }
+            }
         }
     }
-    Ok(pending.into_iter().map(|p| p.resolve(&loaded, &inputs)).collect())
+    Ok(pending
+        .into_iter()
+        .map(|p| {
+            let exec = p.task.execution_id;
+            let problem = p
+                .sources
+                .iter()
+                .find_map(|s| corrupt.get(&(exec, s.clone())).cloned())
+                .or_else(|| p.needs_execution_input(&loaded).then(|| corrupt_inputs.get(&exec).cloned()).flatten());
+            let mut task = p.resolve(&loaded, &inputs);
+            if let Some(problem) = problem {
+                tracing::error!(task = %task.id, execution = %exec, "cannot assemble the input of a claimed task: {problem}");
+                task.input_error = Some(problem);
+            }
+            task
+        })
+        .collect())
 }

@@ -67,7 +67,6 @@ impl<B: SqlBackend> SqlStorage<B> {
     }
 
     pub(crate) async fn try_release(&self, reg: &RunnerRegistration, now: Timestamp) -> Result<Effects, TxError> {
-        let err = |e| self.backend.classify(e);
         let txn = self.begin().await?;
         runners::Entity::update_many()
             .set(runners::ActiveModel { status: Set("stopped".into()), ..Default::default() })
@@ -75,7 +74,30 @@ impl<B: SqlBackend> SqlStorage<B> {
             .filter(runners::Column::Incarnation.eq(reg.incarnation.as_str()))
             .exec(&txn)
             .await
-            .map_err(err)?;
+            .map_err(|e| self.backend.classify(e))?;
+        self.release_mine(txn, reg, &[], "shut down", now).await
+    }
+
+    pub(crate) async fn try_release_strays(
+        &self,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        now: Timestamp,
+    ) -> Result<Effects, TxError> {
+        let txn = self.begin().await?;
+        self.release_mine(txn, reg, held, "its claim was lost to a failed commit", now).await
+    }
+
+    /// Puts the runner's running tasks other than `held` back to Ready.
+    async fn release_mine(
+        &self,
+        txn: sea_orm::DatabaseTransaction,
+        reg: &RunnerRegistration,
+        held: &[TaskExecutionId],
+        why: &str,
+        now: Timestamp,
+    ) -> Result<Effects, TxError> {
+        let err = |e| self.backend.classify(e);
         let mine = task_executions::Entity::find()
             .filter(task_executions::Column::State.eq(TaskState::Running.as_str()))
             .filter(task_executions::Column::LeaseOwner.eq(reg.id.as_str()))
@@ -84,7 +106,7 @@ impl<B: SqlBackend> SqlStorage<B> {
             .await
             .map_err(err)?;
         let mut by_exec: BTreeMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = BTreeMap::new();
-        for m in &mine {
+        for m in mine.iter().filter(|m| !held.contains(&TaskExecutionId(m.id))) {
             by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
         }
         let ids: Vec<uuid::Uuid> = by_exec.keys().copied().collect();
@@ -101,7 +123,7 @@ impl<B: SqlBackend> SqlStorage<B> {
                 outputs: HashMap::new(),
             };
             for id in ids {
-                step.release(&mut snap, id);
+                step.release(&mut snap, id, why);
             }
         }
         self.commit_step(txn, step.finish(), now).await

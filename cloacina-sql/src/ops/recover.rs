@@ -89,7 +89,9 @@ impl<B: SqlBackend> SqlStorage<B> {
         let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
         let mut step = Step::new(now, workflows, None);
         for (exec, task, count) in found {
-            let Some(snap) = snaps.get_mut(&exec) else { continue };
+            // An execution whose rows cannot be read was logged by the
+            // loader; the sweep goes on with the others.
+            let Some(Ok(snap)) = snaps.get_mut(&exec) else { continue };
             let Some(wf) = workflows.get(&snap.execution.workflow) else { continue };
             let decision = req.policy.decide(count, OwnerStatus::Gone, now);
             match step.recover(snap, wf, task, decision, &req.policy) {

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use cloacina_core::ports::{StorageError, TaskRecord};
 use cloacina_core::step::ExecutionSnapshot;
 use cloacina_core::{ExecutionId, WorkflowSet};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -71,15 +72,20 @@ pub(crate) async fn lock_heads<B: SqlBackend>(
     Ok(lock_rows(b, txn, ids).await?.0)
 }
 
+/// A snapshot, or why its rows could not be read. One corrupted execution
+/// never hides the others.
+pub(crate) type Loaded = Result<ExecutionSnapshot, StorageError>;
+
 /// Locks the given executions and loads snapshots of those that exist
-/// (and, for `Planned`, whose workflow is in `workflows`).
+/// (and, for `Planned`, whose workflow is in `workflows`). An execution
+/// whose rows cannot be read gets its [`StorageError::CorruptRow`].
 pub(crate) async fn load<B: SqlBackend>(
     b: &B,
     conn: &sea_orm::DatabaseTransaction,
     ids: &[uuid::Uuid],
     workflows: &WorkflowSet,
     detail: Detail,
-) -> Result<BTreeMap<ExecutionId, ExecutionSnapshot>, TxError> {
+) -> Result<BTreeMap<ExecutionId, Loaded>, TxError> {
     let err = |e| b.classify(e);
     if ids.is_empty() {
         return Ok(BTreeMap::new());
@@ -95,26 +101,47 @@ pub(crate) async fn load<B: SqlBackend>(
             .await
             .map_err(err)?,
     };
-    let mut by_exec: HashMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = HashMap::new();
+    let mut by_exec: HashMap<uuid::Uuid, Result<Vec<TaskRecord>, StorageError>> = HashMap::new();
     for m in &task_rows {
-        by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
+        let entry = by_exec.entry(m.execution_id).or_insert_with(|| Ok(Vec::new()));
+        if let Ok(list) = entry {
+            match rows::task_record(m) {
+                Ok(t) => list.push(t),
+                Err(e) => *entry = Err(e),
+            }
+        }
     }
     let mut context_needed = Vec::new();
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<ExecutionId, Loaded> = BTreeMap::new();
     for h in heads {
-        let exec = rows::execution_record(&h, None)?;
-        let tasks = by_exec.remove(&h.id).unwrap_or_default();
-        let snap = match detail {
-            Detail::Raw => ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() },
-            Detail::Planned => {
-                let Some(wf) = workflows.get(&exec.workflow) else { continue };
-                if wf.needs_context() {
-                    context_needed.push(h.id);
+        let snap = (|| {
+            let exec = rows::execution_record(&h, None)?;
+            let tasks = by_exec.remove(&h.id).unwrap_or_else(|| Ok(Vec::new()))?;
+            Ok(match detail {
+                Detail::Raw => {
+                    Some(ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() })
                 }
-                ExecutionSnapshot::new(wf, exec, false, tasks)?
+                Detail::Planned => match workflows.get(&exec.workflow) {
+                    None => None,
+                    Some(wf) => {
+                        if wf.needs_context() {
+                            context_needed.push(h.id);
+                        }
+                        Some(ExecutionSnapshot::new(wf, exec, false, tasks)?)
+                    }
+                },
+            })
+        })();
+        match snap {
+            Ok(Some(s)) => {
+                out.insert(ExecutionId(h.id), Ok(s));
             }
-        };
-        out.insert(ExecutionId(h.id), snap);
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(execution = %h.id, "cannot read execution rows: {e}");
+                out.insert(ExecutionId(h.id), Err(e));
+            }
+        }
     }
     if !context_needed.is_empty() {
         let inputs: Vec<(uuid::Uuid, String)> = workflow_executions::Entity::find()
@@ -126,16 +153,21 @@ pub(crate) async fn load<B: SqlBackend>(
             .await
             .map_err(err)?;
         for (id, text) in inputs {
-            if let Some(s) = out.get_mut(&ExecutionId(id)) {
-                s.execution.input = cloacina_core::Context::from_json(&text).map_err(|e| {
-                    TxError::Storage(cloacina_core::ports::StorageError::CorruptRow {
+            let Some(slot) = out.get_mut(&ExecutionId(id)) else { continue };
+            let Ok(s) = slot else { continue };
+            match cloacina_core::Context::from_json(&text) {
+                Ok(input) => {
+                    s.execution.input = input;
+                    s.input_loaded = true;
+                }
+                Err(e) => {
+                    *slot = Err(StorageError::CorruptRow {
                         table: "workflow_executions",
                         id: id.to_string(),
                         column: "input",
                         problem: e.to_string(),
-                    })
-                })?;
-                s.input_loaded = true;
+                    });
+                }
             }
         }
         let outputs = task_outputs::Entity::find()
@@ -144,11 +176,16 @@ pub(crate) async fn load<B: SqlBackend>(
             .await
             .map_err(err)?;
         for o in outputs {
-            if let Some(s) = out.get_mut(&ExecutionId(o.execution_id))
-                && let Some(wf) = workflows.get(&s.execution.workflow)
-                && let Some(i) = wf.index_of(&o.task_name)
-            {
-                s.outputs.insert(i, rows::output_context(&o)?);
+            let Some(slot) = out.get_mut(&ExecutionId(o.execution_id)) else { continue };
+            let Ok(s) = slot else { continue };
+            let Some(i) = workflows.get(&s.execution.workflow).and_then(|wf| wf.index_of(&o.task_name)) else {
+                continue;
+            };
+            match rows::output_context(&o) {
+                Ok(c) => {
+                    s.outputs.insert(i, c);
+                }
+                Err(e) => *slot = Err(e),
             }
         }
     }
