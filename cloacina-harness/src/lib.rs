@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloacina_runner::{Context, RetryPolicy, TaskError, TaskSpec, Workflow, task_fn_with_run};
-use rand::Rng;
+use rand::RngExt;
 
 /// Which workflow shape to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,7 +22,7 @@ use cloacina_harness::{Shape, read_journal, workflow};
 use cloacina_runner::core::ports::{ExecutionFilter, NewExecution, Storage};
 use cloacina_runner::{Context, TaskState, Timestamp, WorkflowState};
 use cloacina_testkit::pg::{TestDatabase, TestSchema};
-use rand::{Rng, SeedableRng};
+use rand::{RngExt, SeedableRng};
 
 const RUNNER: &str = env!("CARGO_BIN_EXE_cloacina-harness-runner");
 
@@ -411,8 +411,30 @@ async fn restart_proof(url: String, tenants: [Option<String>; 2], dir: &Path) {
     }
 }
 
+/// Two processes both submit and serve on one tenant, at the same time.
+async fn two_writers_proof(target: Target) {
+    let journal = target.journal();
+    let tenant = target.tenant.as_deref();
+    let args = ["--submit", "200", "--concurrency", "8", "--work-ms", "0,3"];
+    let mut a = Runner::spawn(&target.url, tenant, &journal, &args);
+    let mut b = Runner::spawn(&target.url, tenant, &journal, &args);
+    for r in [&mut a, &mut b] {
+        r.expect_line("DONE", Duration::from_secs(180));
+        r.wait_exit(Duration::from_secs(30));
+    }
+    let storage = target.storage().await;
+    let v = verify(&*storage, &journal, 400, 0).await;
+    assert_eq!(v.runs, 400 * 4, "every body of both processes' work ran exactly once");
+    storage.close().await;
+}
+
 mod sqlite {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_processes_submit_and_serve_one_file() {
+        two_writers_proof(Target::sqlite(Some("two_writers"))).await;
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn crash() {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use cloacina_core::TenantName;
 use cloacina_core::ports::{StorageError, StorageResult};
-use rand::Rng;
+use rand::RngExt;
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 

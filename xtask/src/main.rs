@@ -1,8 +1,9 @@
 //! `cargo xtask` — Cloacina's project commands.
 //!
 //! * `test-all [--pg url|container|local]` — fmt check, layering check,
-//!   clippy (`-D warnings`, all targets), a real PostgreSQL, every test,
-//!   docs with broken links denied. Fails on the first failing step.
+//!   dependency licences and sources (`cargo deny`, installed if missing),
+//!   clippy (`-D warnings`, all targets), docs with broken links denied, a
+//!   real PostgreSQL, every test. Fails on the first failing step.
 //! * `check-deps` — `cloacina-core` reaches no database crate or runtime.
 //! * `pg [--pg ...] [--durable]` — provisions PostgreSQL and keeps it up
 //!   until Ctrl-C (prints the URL), for working on PostgreSQL code.
@@ -72,6 +73,17 @@ fn check_deps() -> Result<(), String> {
     Ok(())
 }
 
+/// cargo-deny is installed from crates.io the first time it is needed.
+fn ensure_cargo_deny() -> Result<(), String> {
+    let present = cargo().args(["deny", "--version"]).output().map(|o| o.status.success()).unwrap_or(false);
+    if present {
+        return Ok(());
+    }
+    let mut install = cargo();
+    install.args(["install", "--locked", "cargo-deny@0.20.2"]);
+    run_step("cargo install cargo-deny (first run only)", install)
+}
+
 fn test_all(args: &[String]) -> Result<(), String> {
     let mode = pg_mode(args)?;
     let started = Instant::now();
@@ -84,6 +96,11 @@ fn test_all(args: &[String]) -> Result<(), String> {
 
     eprintln!("\n==> layering check");
     check_deps()?;
+
+    ensure_cargo_deny()?;
+    let mut deny = cargo();
+    deny.args(["deny", "--log-level", "error", "check", "licenses", "bans", "sources"]);
+    run_step("cargo deny check licenses bans sources (deny.toml)", deny)?;
 
     let mut clippy = cargo();
     clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
@@ -99,11 +116,26 @@ fn test_all(args: &[String]) -> Result<(), String> {
     let pg_path = server.description.clone();
     eprintln!("PostgreSQL: {pg_path}");
 
+    // The fault tests restart PostgreSQL: they need a local cluster; reuse
+    // the test server when it is one, else start one for them.
+    let chaos_server = match server.chaos_env() {
+        Some(_) => None,
+        None => {
+            eprintln!("==> provisioning a local PostgreSQL cluster for the fault tests");
+            Some(
+                pg::provision_local(pg::Durability::Fast)
+                    .map_err(|e| format!("the fault tests need a local PostgreSQL cluster they can restart: {e}"))?,
+            )
+        }
+    };
+    let chaos_env = chaos_server.as_ref().unwrap_or(&server).chaos_env().unwrap_or_default();
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features", "--no-fail-fast"]);
     test.envs(server.env());
+    test.envs(chaos_env);
     test.env("CLOACINA_PG_PROVISIONING", &pg_path);
     let tests = run_step("cargo test --workspace (SQLite files + PostgreSQL)", test);
+    drop(chaos_server);
     drop(server);
 
     eprintln!("\nsummary: PostgreSQL for the tests: {pg_path} (stopped and removed)");

@@ -64,6 +64,18 @@ pub(crate) struct Server {
 }
 
 impl Server {
+    /// The variables the fault tests use to restart this server, if it is
+    /// a local cluster.
+    pub(crate) fn chaos_env(&self) -> Option<Vec<(String, String)>> {
+        let l = self.local.as_ref()?;
+        Some(vec![
+            ("CLOACINA_CHAOS_PG_URL".to_owned(), self.url.clone()),
+            ("CLOACINA_CHAOS_PG_DATADIR".into(), l.data_dir.display().to_string()),
+            ("CLOACINA_CHAOS_PG_BINDIR".into(), l.bin_dir.display().to_string()),
+            ("CLOACINA_CHAOS_PG_RUN_AS".into(), l.run_as.clone().unwrap_or_default()),
+        ])
+    }
+
     /// Environment for child processes (tests, benchmarks).
     pub(crate) fn env(&self) -> Vec<(String, String)> {
         let mut v = vec![("CLOACINA_TEST_DATABASE_URL".to_owned(), self.url.clone())];
@@ -91,6 +103,15 @@ impl Drop for Server {
 
 /// Provisions a server: `forced` path, or the first that works.
 pub(crate) fn provision(forced: Option<Mode>, durability: Durability) -> Result<Server, String> {
+    provision_inner(forced, durability)
+}
+
+/// A local cluster, whatever else is available: the fault tests restart it.
+pub(crate) fn provision_local(durability: Durability) -> Result<Server, String> {
+    local(durability)
+}
+
+fn provision_inner(forced: Option<Mode>, durability: Durability) -> Result<Server, String> {
     match forced {
         Some(Mode::Url) => from_env().ok_or_else(|| "--pg url: CLOACINA_TEST_DATABASE_URL is not set".to_owned()),
         Some(Mode::Container) => container(),
