@@ -59,11 +59,11 @@ async fn bad_urls_and_schemes_are_typed_errors() {
         ("postgres://u:pw@h:notaport/db", "InvalidUrl"),
     ] {
         let err = DefaultRunner::new(url).await.unwrap_err();
-        let ok = match (&err, check) {
-            (RunnerError::UnsupportedUrl { .. }, "UnsupportedUrl") => true,
-            (RunnerError::Storage(StorageError::InvalidUrl { .. }), "InvalidUrl") => true,
-            _ => false,
-        };
+        let ok = matches!(
+            (&err, check),
+            (RunnerError::UnsupportedUrl { .. }, "UnsupportedUrl")
+                | (RunnerError::Storage(StorageError::InvalidUrl { .. }), "InvalidUrl")
+        );
         assert!(ok, "{url:?}: expected {check}, got {err:?}");
         assert!(!format!("{err} {err:?}").contains(":pw@"), "password in {err:?}");
     }
