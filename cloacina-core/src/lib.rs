@@ -46,6 +46,7 @@ pub mod plan;
 pub mod ports;
 pub mod recovery;
 pub mod retry;
+pub mod schedule;
 pub mod state;
 pub mod step;
 pub mod task;

@@ -18,6 +18,7 @@ use crate::context::Context;
 use crate::ids::{ExecutionId, FencingToken, RunnerId, TaskExecutionId, Timestamp};
 use crate::ports::*;
 use crate::recovery::OwnerStatus;
+use crate::schedule::CronSchedule;
 use crate::state::{TaskState, WorkflowState};
 use crate::step::{ExecutionSnapshot, PendingClaim, Step, StepOutput};
 use crate::workflow::WorkflowSet;
@@ -37,6 +38,11 @@ struct Db {
     outputs: HashMap<(ExecutionId, String), Context>,
     events: HashMap<ExecutionId, Vec<ExecutionEvent>>,
     runners: HashMap<RunnerId, RunnerRow>,
+    schedules: BTreeMap<String, ScheduleRecord>,
+    /// (schedule, tick) → execution: the uniqueness record of each tick.
+    ticks: BTreeMap<(String, i64), ExecutionId>,
+    /// (trigger, key, execution) per firing.
+    firings: Vec<(String, String, ExecutionId)>,
 }
 
 impl Db {
@@ -525,6 +531,96 @@ impl Notifications for MemoryStorage {
         let (tx, rx) = mpsc::unbounded();
         self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
         Ok(Some(rx.boxed()))
+    }
+}
+
+#[async_trait]
+impl Schedules for MemoryStorage {
+    async fn upsert_schedule(&self, schedule: &CronSchedule, now: Timestamp) -> StorageResult<ScheduleRecord> {
+        let mut db = self.db()?;
+        let previous = db.schedules.get(schedule.name()).map(|o| (o.paused, o.last_tick, o.created_at));
+        let rec = ScheduleRecord::registered(schedule, previous, now);
+        db.schedules.insert(schedule.name().to_owned(), rec.clone());
+        Ok(rec)
+    }
+
+    async fn schedules(&self) -> StorageResult<Vec<ScheduleRecord>> {
+        Ok(self.db()?.schedules.values().cloned().collect())
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Timestamp) -> StorageResult<ScheduleRecord> {
+        let mut db = self.db()?;
+        let rec = db.schedules.get_mut(name).ok_or_else(|| not_found("schedule", name))?;
+        rec.set_paused(paused, now);
+        Ok(rec.clone())
+    }
+
+    async fn delete_schedule(&self, name: &str) -> StorageResult<()> {
+        let mut db = self.db()?;
+        db.schedules.remove(name).ok_or_else(|| not_found("schedule", name))?;
+        db.ticks.retain(|(s, _), _| s != name);
+        Ok(())
+    }
+
+    async fn fire_schedules(&self, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<ScheduleReport> {
+        let mut db = self.db()?;
+        let mut report = ScheduleReport::default();
+        let mut step = Step::new(now, workflows, None);
+        let names: Vec<String> = db.schedules.keys().cloned().collect();
+        for name in names {
+            let Some(rec) = db.schedules.get(&name).cloned() else { continue };
+            let Some(plan) = crate::schedule::plan_firing(&rec, workflows, now) else {
+                if !rec.paused
+                    && rec.next_tick.is_some_and(|t| t <= now)
+                    && workflows.by_name(rec.schedule.workflow()).is_none()
+                {
+                    report.unknown_workflow.push(name);
+                }
+                continue;
+            };
+            for (tick, exec) in plan.runs {
+                let key = (name.clone(), tick.0);
+                if db.ticks.contains_key(&key) {
+                    continue;
+                }
+                db.ticks.insert(key, exec.id);
+                report.fired.push(ScheduleFiring { schedule: name.clone(), tick, execution: exec.id });
+                step.create(exec);
+            }
+            report.skipped_ticks += plan.skipped;
+            if let Some(r) = db.schedules.get_mut(&name) {
+                r.last_tick = plan.last_tick;
+                r.next_tick = plan.next_tick;
+                r.updated_at = now;
+            }
+        }
+        let out = step.finish();
+        report.effects = self.finish(&mut db, out, now)?;
+        Ok(report)
+    }
+
+    async fn fire_trigger(
+        &self,
+        firing: TriggerFiring,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<TriggerOutcome> {
+        let mut db = self.db()?;
+        if !firing.allow_concurrent {
+            let running = db.firings.iter().find(|(t, k, e)| {
+                t == &firing.trigger && k == &firing.key && db.executions.get(e).is_some_and(|x| !x.state.is_terminal())
+            });
+            if let Some((_, _, e)) = running {
+                return Ok(TriggerOutcome::Suppressed { running: *e });
+            }
+        }
+        let id = firing.execution.id;
+        db.firings.push((firing.trigger, firing.key, id));
+        let mut step = Step::new(now, workflows, None);
+        step.create(firing.execution);
+        let out = step.finish();
+        let effects = self.finish(&mut db, out, now)?;
+        Ok(TriggerOutcome::Fired { execution: id, effects })
     }
 }
 

@@ -18,6 +18,8 @@
 //! * [`Liveness`] — runner registration, heartbeats, recovery, release.
 //! * [`Control`] — cancel, pause, resume.
 //! * [`Notifications`] — wake-ups when work appears or executions end.
+//! * [`Schedules`] — cron schedules and trigger firings, each creating its
+//!   execution in the same transaction as its deduplication record.
 //!
 //! Every operation that changes state records an [`ExecutionEvent`] per
 //! change in the same transaction, and returns those events so a runner can
@@ -37,6 +39,7 @@ use crate::context::Context;
 use crate::ids::{ExecutionId, FencingToken, RunnerId, TaskExecutionId, Timestamp};
 use crate::plan;
 use crate::recovery::RecoveryPolicy;
+use crate::schedule::CronSchedule;
 use crate::state::{TaskState, TransitionError, WorkflowState};
 use crate::task::BoxError;
 use crate::tenant::TenantNameError;
@@ -763,9 +766,160 @@ pub struct OpenReport {
     pub migrations_applied: Vec<String>,
 }
 
+/// A schedule as stored.
+#[derive(Debug, Clone)]
+pub struct ScheduleRecord {
+    /// The definition.
+    pub schedule: CronSchedule,
+    /// Paused schedules start nothing.
+    pub paused: bool,
+    /// Ticks at or before this time are processed (run or skipped). A new
+    /// schedule starts at its registration time; a resumed one at its
+    /// resumption (ticks missed while paused are not caught up).
+    pub last_tick: Timestamp,
+    /// The next tick to process (`None`: the expression has no more).
+    pub next_tick: Option<Timestamp>,
+    /// When it was first registered.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl ScheduleRecord {
+    /// The record of `schedule` registered at `now`: new, or replacing the
+    /// definition of a stored one whose paused flag, last processed tick
+    /// and creation time (`previous`) are kept.
+    pub fn registered(schedule: &CronSchedule, previous: Option<(bool, Timestamp, Timestamp)>, now: Timestamp) -> Self {
+        let (paused, last_tick, created_at) = previous.unwrap_or((false, now, now));
+        Self {
+            schedule: schedule.clone(),
+            paused,
+            last_tick,
+            next_tick: schedule.next_after(last_tick),
+            created_at,
+            updated_at: now,
+        }
+    }
+
+    /// Pauses or resumes at `now`; a resumed schedule continues from `now`.
+    /// Returns whether anything changed.
+    pub fn set_paused(&mut self, paused: bool, now: Timestamp) -> bool {
+        if self.paused == paused {
+            return false;
+        }
+        self.paused = paused;
+        self.updated_at = now;
+        if !paused {
+            self.last_tick = now;
+            self.next_tick = self.schedule.next_after(now);
+        }
+        true
+    }
+}
+
+/// One execution a schedule started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleFiring {
+    /// The schedule.
+    pub schedule: String,
+    /// The tick (scheduled time) it ran for.
+    pub tick: Timestamp,
+    /// The execution, created with the tick's record.
+    pub execution: ExecutionId,
+}
+
+/// What [`Schedules::fire_schedules`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ScheduleReport {
+    /// Executions started, oldest tick first.
+    pub fired: Vec<ScheduleFiring>,
+    /// Missed ticks the catch-up policies dropped.
+    pub skipped_ticks: usize,
+    /// Schedules left alone because their workflow is not among those the
+    /// caller knows (another runner may fire them).
+    pub unknown_workflow: Vec<String>,
+    /// Schedules whose stored row cannot be read (named, left alone).
+    pub unreadable: Vec<String>,
+    /// What the new executions changed.
+    pub effects: Effects,
+}
+
+/// A trigger's firing, to be recorded with its execution.
+#[derive(Debug, Clone)]
+pub struct TriggerFiring {
+    /// The trigger's name.
+    pub trigger: String,
+    /// The deduplication key ([`firing_key`](crate::schedule::firing_key)).
+    pub key: String,
+    /// Whether an identical firing may start while one is unfinished.
+    pub allow_concurrent: bool,
+    /// The execution to create.
+    pub execution: NewExecution,
+}
+
+/// What [`Schedules::fire_trigger`] did.
+#[derive(Debug, Clone)]
+pub enum TriggerOutcome {
+    /// The execution was created with its firing record.
+    Fired {
+        /// Its id.
+        execution: ExecutionId,
+        /// What it changed.
+        effects: Effects,
+    },
+    /// An identical firing's execution is still unfinished: nothing created.
+    Suppressed {
+        /// The unfinished execution.
+        running: ExecutionId,
+    },
+}
+
+/// Cron schedules and trigger firings.
+///
+/// Exactly-once per tick is a storage guarantee: the tick's record (unique
+/// per schedule and tick) and its execution are written in one
+/// transaction, which also advances the schedule only if no other runner
+/// advanced it first.
+#[async_trait]
+pub trait Schedules: Send + Sync {
+    /// Creates the schedule, or updates the one with this name (its paused
+    /// flag and last processed tick are kept, so re-registering at every
+    /// start-up neither duplicates it nor loses ticks missed while down).
+    async fn upsert_schedule(&self, schedule: &CronSchedule, now: Timestamp) -> StorageResult<ScheduleRecord>;
+
+    /// Every schedule, by name. A row that cannot be read is an error
+    /// naming it.
+    async fn schedules(&self) -> StorageResult<Vec<ScheduleRecord>>;
+
+    /// Pauses or resumes a schedule ([`StorageError::NotFound`] if absent).
+    /// Resuming restarts its ticks from `now`.
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Timestamp) -> StorageResult<ScheduleRecord>;
+
+    /// Deletes a schedule and its tick records ([`StorageError::NotFound`]
+    /// if absent). Executions it started are kept.
+    async fn delete_schedule(&self, name: &str) -> StorageResult<()>;
+
+    /// Starts the executions of every due tick of the unpaused schedules
+    /// whose workflow is in `workflows`, after each schedule's catch-up
+    /// policy: each tick's record and execution in one transaction.
+    async fn fire_schedules(&self, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<ScheduleReport>;
+
+    /// Records a trigger firing and creates its execution in one
+    /// transaction, unless (without `allow_concurrent`) an execution of an
+    /// identical earlier firing is still unfinished.
+    async fn fire_trigger(
+        &self,
+        firing: TriggerFiring,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<TriggerOutcome>;
+}
+
 /// Everything a runner needs from storage.
 #[async_trait]
-pub trait Storage: ExecutionStore + TaskQueue + Liveness + Control + Notifications + std::fmt::Debug {
+pub trait Storage:
+    ExecutionStore + TaskQueue + Liveness + Control + Notifications + Schedules + std::fmt::Debug
+{
     /// A short name of the backend and tenant, for logs (no secrets).
     fn describe(&self) -> String;
     /// What opening this storage did (schema created? migrations run?).

@@ -522,7 +522,13 @@ impl WorkflowSet {
     pub fn insert(&mut self, wf: Workflow) {
         self.by_ref.insert(wf.reference(), wf);
     }
-    /// Looks one up.
+    /// The workflow with this name (a runner holds one version per name;
+    /// of several, the greatest version string).
+    pub fn by_name(&self, name: &str) -> Option<&Workflow> {
+        self.by_ref.values().filter(|w| w.name() == name).max_by(|a, b| a.version().cmp(b.version()))
+    }
+
+    /// The workflow with this name and version.
     pub fn get(&self, r: &WorkflowRef) -> Option<&Workflow> {
         self.by_ref.get(r)
     }

@@ -24,6 +24,7 @@ pub struct RunnerConfig {
     pub(crate) context_size_limit: usize,
     pub(crate) shutdown_grace_period: Duration,
     pub(crate) fallback_poll_interval: Duration,
+    pub(crate) schedule_poll_interval: Duration,
     pub(crate) connect_timeout: Duration,
 }
 
@@ -80,6 +81,7 @@ pub struct DefaultRunnerBuilder {
     context_size_limit: usize,
     shutdown_grace_period: Duration,
     fallback_poll_interval: Duration,
+    schedule_poll_interval: Duration,
     connect_timeout: Duration,
     workflows: Vec<Workflow>,
     clock: Arc<dyn Clock>,
@@ -104,6 +106,7 @@ impl Default for DefaultRunnerBuilder {
             context_size_limit: 16 * 1024 * 1024,
             shutdown_grace_period: Duration::from_secs(30),
             fallback_poll_interval: Duration::from_millis(250),
+            schedule_poll_interval: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(30),
             workflows: Vec::new(),
             clock: Arc::new(SystemClock),
@@ -224,6 +227,13 @@ impl DefaultRunnerBuilder {
         self.fallback_poll_interval = d;
         self
     }
+    /// How often the runner looks for due cron ticks (a cheap read when
+    /// none is due). A tick starts within about this time. Default 1 s.
+    /// Must be positive.
+    pub fn schedule_poll_interval(mut self, d: Duration) -> Self {
+        self.schedule_poll_interval = d;
+        self
+    }
     /// How long `build` keeps retrying an unreachable database before it
     /// fails. Default 30 s.
     pub fn connect_timeout(mut self, d: Duration) -> Self {
@@ -266,6 +276,7 @@ impl DefaultRunnerBuilder {
         for (name, d) in [
             ("recovery_interval", self.recovery_interval),
             ("fallback_poll_interval", self.fallback_poll_interval),
+            ("schedule_poll_interval", self.schedule_poll_interval),
             ("connect_timeout", self.connect_timeout),
         ] {
             if d.is_zero() {
@@ -298,6 +309,7 @@ impl DefaultRunnerBuilder {
             context_size_limit: self.context_size_limit,
             shutdown_grace_period: self.shutdown_grace_period,
             fallback_poll_interval: self.fallback_poll_interval,
+            schedule_poll_interval: self.schedule_poll_interval,
             connect_timeout: self.connect_timeout,
         })
     }

@@ -1,6 +1,7 @@
 //! The runner's error type.
 
 use cloacina_core::ports::StorageError;
+use cloacina_core::schedule::ScheduleError;
 use cloacina_core::{ExecutionId, TenantNameError, WorkflowError};
 
 /// Why a runner call failed. A workflow that *ran* and failed is not an
@@ -51,6 +52,22 @@ pub enum RunnerError {
         existing: String,
         /// The version offered.
         new: String,
+    },
+    /// An invalid cron schedule or trigger (expression, time zone, policy,
+    /// name).
+    #[error(transparent)]
+    InvalidSchedule(#[from] ScheduleError),
+    /// No schedule with this name in this tenant.
+    #[error("schedule `{name}` not found")]
+    ScheduleNotFound {
+        /// The name.
+        name: String,
+    },
+    /// A trigger with this name is already registered on this runner.
+    #[error("trigger `{name}` is already registered on this runner")]
+    DuplicateTrigger {
+        /// The name.
+        name: String,
     },
     /// No execution with this id in this tenant.
     #[error("execution {id} not found")]

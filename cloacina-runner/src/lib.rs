@@ -58,19 +58,26 @@ mod engine;
 mod error;
 mod result;
 mod runner;
+mod schedules;
 
 pub use config::{DefaultRunnerBuilder, RunnerConfig};
 pub use error::{Result, RunnerError};
 pub use result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};
 pub use runner::DefaultRunner;
 
-pub use cloacina_core::ports::{EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, StorageError};
+pub use cloacina_core::ports::{
+    EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, ScheduleRecord, StorageError,
+};
+pub use cloacina_core::schedule::{CatchUp, CronSchedule, ScheduleError, Trigger, TriggerPoll, TriggerSpec};
 pub use cloacina_core::{
     Backoff, Cancellation, Context, ContextError, ErrorClass, ExecutionId, RetryCondition, RetryPolicy,
     RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
     TenantNameError, Timestamp, TriggerRule, ValueCondition, Workflow, WorkflowBuilder, WorkflowError, WorkflowState,
     task_fn, task_fn_with_run,
 };
+
+/// For implementing [`Trigger`] (and [`Task`]) on your own types.
+pub use async_trait::async_trait;
 
 /// The pure domain crate, for what is not re-exported above.
 pub use cloacina_core as core;

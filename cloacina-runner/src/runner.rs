@@ -111,6 +111,8 @@ pub(crate) struct Inner {
     pub(crate) stop_all: CancellationToken,
     pub(crate) accepting: AtomicBool,
     pub(crate) loops: Mutex<Vec<JoinHandle<()>>>,
+    /// Names of the triggers polled by this runner.
+    pub(crate) triggers: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -281,6 +283,7 @@ impl DefaultRunner {
             stop_all: CancellationToken::new(),
             accepting: AtomicBool::new(true),
             loops: Mutex::new(Vec::new()),
+            triggers: Mutex::new(std::collections::HashSet::new()),
         });
         let runner = Self { _guard: Arc::new(DropGuard { inner: inner.clone() }), inner };
         for wf in workflows {
@@ -338,7 +341,7 @@ impl DefaultRunner {
         v
     }
 
-    fn lookup(&self, name: &str) -> Result<Workflow> {
+    pub(crate) fn lookup(&self, name: &str) -> Result<Workflow> {
         let reg = self.inner.registry.read().unwrap_or_else(|e| e.into_inner());
         reg.by_name.get(name).cloned().ok_or_else(|| {
             let mut known: Vec<String> = reg.by_name.keys().cloned().collect();

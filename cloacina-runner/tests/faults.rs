@@ -286,4 +286,60 @@ async fn corrupted_rows_are_contained(db: TestDb) {
     r.shutdown().await.unwrap();
 }
 
-on_both_backends!(corrupted_rows_are_contained);
+/// Runs one statement on the test database's tenant, outside any runner.
+async fn raw_sql(db: &TestDb, sql: &str) {
+    use sea_orm::ConnectionTrait;
+    if db.url.starts_with("sqlite:") {
+        let mut o = cloacina_sqlite::SqliteOptions::new(&db.url);
+        if let Some(t) = &db.tenant {
+            o = o.tenant(t).unwrap();
+        }
+        let s = cloacina_sqlite::open(o).await.unwrap();
+        s.backend().connection().execute_unprepared(sql).await.unwrap();
+        s.close().await;
+    } else {
+        let mut o = cloacina_postgres::PgOptions::new(&db.url);
+        if let Some(t) = &db.tenant {
+            o = o.schema(t).unwrap();
+        }
+        let s = cloacina_postgres::open(o).await.unwrap();
+        s.backend().connection().execute_unprepared(sql).await.unwrap();
+        s.close().await;
+    }
+}
+
+/// A schedule row corrupted behind the runner's back is named and left
+/// alone; the other schedules keep firing; registering it again repairs it.
+async fn a_corrupted_schedule_is_named_and_the_others_keep_firing(db: TestDb) {
+    use cloacina_runner::{CronSchedule, ExecutionFilter};
+    let builder = || db.builder().workflow(hello()).schedule_poll_interval(Duration::from_millis(50));
+    let r = builder().build().await.unwrap();
+    r.register_cron(CronSchedule::new("good", "hello", "* * * * * *").unwrap()).await.unwrap();
+    r.register_cron(CronSchedule::new("bad", "hello", "* * * * * *").unwrap()).await.unwrap();
+    r.shutdown().await.unwrap();
+    raw_sql(&db, "UPDATE schedules SET expression = 'every full moon' WHERE name = 'bad'").await;
+
+    let r = builder().build().await.unwrap();
+    match r.list_schedules().await.unwrap_err() {
+        RunnerError::Storage(StorageError::CorruptRow { table, id, column, problem }) => {
+            assert_eq!((table, id.as_str(), column), ("schedules", "bad", "expression"));
+            assert!(problem.contains("every full moon"), "{problem}");
+        }
+        other => panic!("expected CorruptRow, got {other:?}"),
+    }
+    let origins = || async {
+        let all = r.list_executions(ExecutionFilter::default()).await.unwrap();
+        all.into_iter().map(|e| e.origin).collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !origins().await.iter().any(|o| o.starts_with("cron:good@")) {
+        assert!(Instant::now() < deadline, "the good schedule never fired");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!origins().await.iter().any(|o| o.starts_with("cron:bad@")));
+    r.register_cron(CronSchedule::new("bad", "hello", "* * * * * *").unwrap()).await.unwrap();
+    assert_eq!(r.list_schedules().await.unwrap().len(), 2, "registering again repaired it");
+    r.shutdown().await.unwrap();
+}
+
+on_both_backends!(corrupted_rows_are_contained, a_corrupted_schedule_is_named_and_the_others_keep_firing);

@@ -30,6 +30,12 @@ pub use cloacina_core::ports::OpenReport;
 pub use migration::Migrator;
 pub use storage::SqlStorage;
 
+/// The names of every migration of the schema, oldest first.
+pub fn migration_names() -> Vec<String> {
+    use sea_orm_migration::MigratorTrait;
+    Migrator::migrations().iter().map(|m| m.name().to_owned()).collect()
+}
+
 /// Applies pending migrations on `conn` (a transaction the backend holds
 /// exclusively). Returns the names of the migrations applied now.
 pub async fn migrate<C>(conn: &C) -> Result<Vec<String>, sea_orm::DbErr>

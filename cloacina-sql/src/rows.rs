@@ -1,7 +1,10 @@
 //! Conversions between stored rows and domain records. A value the domain
 //! cannot accept is a [`StorageError::CorruptRow`] naming the row.
 
-use cloacina_core::ports::{EventKind, ExecutionEvent, ExecutionRecord, Lease, StorageError, TaskRecord};
+use cloacina_core::ports::{
+    EventKind, ExecutionEvent, ExecutionRecord, Lease, ScheduleRecord, StorageError, TaskRecord,
+};
+use cloacina_core::schedule::{CatchUp, CronSchedule};
 use cloacina_core::{
     Context, ExecutionId, FencingToken, RunnerId, TaskExecutionId, TaskState, Timestamp, WorkflowRef, WorkflowState,
 };
@@ -204,4 +207,50 @@ pub fn event_record(m: &execution_events::Model) -> Result<ExecutionEvent, Stora
         detail: m.detail.clone(),
         at: Timestamp(m.at),
     })
+}
+
+/// Parses a schedule row (its expression, time zone and policy are
+/// validated again: a row edited by hand into nonsense is named, not run).
+pub fn schedule_record(m: &crate::entities::schedules::Model) -> Result<ScheduleRecord, StorageError> {
+    const T: &str = "schedules";
+    let catch_up: CatchUp = m.catch_up.parse().map_err(|e| corrupt(T, &m.name, "catch_up", e))?;
+    let input = Context::from_json(&m.input).map_err(|e| corrupt(T, &m.name, "input", e))?;
+    let schedule = CronSchedule::new(&m.name, &m.workflow_name, &m.expression)
+        .map_err(|e| corrupt(T, &m.name, "expression", e))?
+        .timezone(&m.timezone)
+        .map_err(|e| corrupt(T, &m.name, "timezone", e))?
+        .catch_up(catch_up)
+        .map_err(|e| corrupt(T, &m.name, "catch_up", e))?
+        .misfire_threshold(std::time::Duration::from_millis(
+            u64::try_from(m.misfire_ms).map_err(|_| corrupt(T, &m.name, "misfire_ms", "negative"))?,
+        ))
+        .map_err(|e| corrupt(T, &m.name, "misfire_ms", e))?
+        .input(input);
+    Ok(ScheduleRecord {
+        schedule,
+        paused: m.paused,
+        last_tick: Timestamp(m.last_tick_at),
+        next_tick: m.next_tick_at.map(Timestamp),
+        created_at: Timestamp(m.created_at),
+        updated_at: Timestamp(m.updated_at),
+    })
+}
+
+/// A schedule record as a row.
+pub fn schedule_row(r: &ScheduleRecord) -> crate::entities::schedules::ActiveModel {
+    let s = &r.schedule;
+    crate::entities::schedules::ActiveModel {
+        name: Set(s.name().to_owned()),
+        workflow_name: Set(s.workflow().to_owned()),
+        expression: Set(s.expression().to_owned()),
+        timezone: Set(s.timezone_name().to_owned()),
+        catch_up: Set(s.catch_up_policy().to_string()),
+        misfire_ms: Set(i64::try_from(s.misfire().as_millis()).unwrap_or(i64::MAX)),
+        input: Set(s.input_context().to_json()),
+        paused: Set(r.paused),
+        last_tick_at: Set(r.last_tick.0),
+        next_tick_at: Set(r.next_tick.map(|t| t.0)),
+        created_at: Set(r.created_at.0),
+        updated_at: Set(r.updated_at.0),
+    }
 }

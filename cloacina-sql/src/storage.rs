@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloacina_core::ports::*;
+use cloacina_core::schedule::CronSchedule;
 use cloacina_core::step::StepOutput;
 use cloacina_core::{Context, ExecutionId, FencingToken, TaskExecutionId, Timestamp, WorkflowSet, WorkflowState};
 use futures::stream::BoxStream;
@@ -202,6 +203,33 @@ impl<B: SqlBackend> Control for SqlStorage<B> {
 impl<B: SqlBackend> Notifications for SqlStorage<B> {
     async fn subscribe(&self) -> StorageResult<Option<BoxStream<'static, Notification>>> {
         self.backend.subscribe().await
+    }
+}
+
+#[async_trait]
+impl<B: SqlBackend> Schedules for SqlStorage<B> {
+    async fn upsert_schedule(&self, schedule: &CronSchedule, now: Timestamp) -> StorageResult<ScheduleRecord> {
+        retrying!("register schedule", self.try_upsert_schedule(schedule, now))
+    }
+    async fn schedules(&self) -> StorageResult<Vec<ScheduleRecord>> {
+        retrying!("list schedules", self.try_schedules())
+    }
+    async fn set_schedule_paused(&self, name: &str, paused: bool, now: Timestamp) -> StorageResult<ScheduleRecord> {
+        retrying!("pause or resume schedule", self.try_set_paused(name, paused, now))
+    }
+    async fn delete_schedule(&self, name: &str) -> StorageResult<()> {
+        retrying!("delete schedule", self.try_delete_schedule(name))
+    }
+    async fn fire_schedules(&self, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<ScheduleReport> {
+        retrying!("fire schedules", self.try_fire_schedules(workflows, now))
+    }
+    async fn fire_trigger(
+        &self,
+        firing: TriggerFiring,
+        workflows: &WorkflowSet,
+        now: Timestamp,
+    ) -> StorageResult<TriggerOutcome> {
+        retrying!("fire trigger", self.try_fire_trigger(firing.clone(), workflows, now))
     }
 }
 

@@ -110,9 +110,10 @@ async fn concurrent_first_openings_migrate_once() {
         let s = h.await.unwrap().expect("every opening succeeds");
         applied += s.backend().open_report().migrations_applied.len();
     }
-    assert_eq!(applied, 1, "exactly one opening applied the one migration");
+    let all = cloacina_sql::migration_names().len();
+    assert_eq!(applied, all, "exactly one opening applied the migrations");
     let s = cloacina_sqlite::open(SqliteOptions::new(u).tenant("fresh").unwrap()).await.unwrap();
-    assert_eq!(scalar(&s, "SELECT COUNT(*) FROM seaql_migrations").await, "1");
+    assert_eq!(scalar(&s, "SELECT COUNT(*) FROM seaql_migrations").await, all.to_string());
 }
 
 #[tokio::test]
@@ -164,4 +165,37 @@ async fn corrupted_rows_are_reported_with_the_row_and_the_rest_keeps_working() {
     };
     let claimed = s.claim(&ClaimRequest { owner, limit: 10 }, &wfs, Timestamp(T0.0 + 1)).await.unwrap().claimed;
     assert_eq!(claimed.iter().map(|c| c.execution_id).collect::<Vec<_>>(), vec![good_id]);
+}
+
+/// A file written by an earlier version (only the first migration) is
+/// upgraded in place when opened: the new migrations run once, the old
+/// executions are kept.
+#[tokio::test]
+async fn a_file_from_an_earlier_version_is_upgraded_in_place() {
+    use cloacina_core::ports::{Schedules, Storage};
+    use sea_orm_migration::MigratorTrait;
+    let dir = tempfile::tempdir().unwrap();
+    let u = url(&dir);
+    let path = dir.path().join("app.db");
+    {
+        let old = sea_orm::Database::connect(format!("sqlite://{}?mode=rwc", path.display())).await.unwrap();
+        cloacina_sql::Migrator::up(&old, Some(1)).await.unwrap();
+        old.execute_unprepared(
+            "INSERT INTO workflow_executions (id, workflow_name, workflow_version, state, input, origin, created_at, updated_at) \
+             VALUES (X'0123456789abcdef0123456789abcdef', 'single', 'v1', 'completed', '{}', 'api', 1, 1)",
+        )
+        .await
+        .unwrap();
+        old.close().await.unwrap();
+    }
+    let s = cloacina_sqlite::open(SqliteOptions::new(&u)).await.unwrap();
+    let report = s.backend().open_report().clone();
+    assert!(!report.created, "the file existed");
+    assert_eq!(report.migrations_applied, cloacina_sql::migration_names()[1..].to_vec());
+    assert!(s.schedules().await.unwrap().is_empty(), "the new tables exist");
+    let id = cloacina_core::ExecutionId(uuid::Uuid::parse_str("0123456789abcdef0123456789abcdef").unwrap());
+    assert!(s.execution(id).await.unwrap().is_some(), "old executions are kept");
+    s.close().await;
+    let again = cloacina_sqlite::open(SqliteOptions::new(&u)).await.unwrap();
+    assert!(again.backend().open_report().migrations_applied.is_empty(), "nothing runs twice");
 }

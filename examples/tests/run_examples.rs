@@ -58,3 +58,18 @@ fn recovery_survives_a_sigkill() {
     assert!(out.contains("5 of 5 executions completed"), "{out}");
     assert!(out.contains("recovered tasks: [\""), "some task was recovered:\n{out}");
 }
+
+#[test]
+fn cron_fires_schedules_and_the_trigger_across_a_restart() {
+    let out = run(&mut Command::new(example("cron")));
+    assert!(out.contains("schedules: 2"), "registering again at the restart duplicates nothing:\n{out}");
+    assert!(out.contains("nightly_cleanup   30 2 * * *       Europe/Berlin"), "{out}");
+    assert_eq!(out.matches("imported orders-1.csv (3 rows)").count(), 1, "{out}");
+    assert_eq!(out.matches("imported orders-2.csv (2 rows)").count(), 1, "{out}");
+    let line = out.lines().find(|l| l.starts_with("cron executions: ")).expect("summary line");
+    let counts: Vec<usize> =
+        line.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse().unwrap()).collect();
+    assert_eq!(counts.len(), 2, "{line}");
+    assert!(counts[0] >= 2, "about 7 s of an every-2-s schedule: {line}");
+    assert_eq!(counts[0], counts[1], "one execution per tick: {line}");
+}

@@ -21,7 +21,7 @@ enum Ending {
     Interrupted,
 }
 
-fn panic_message(e: tokio::task::JoinError) -> TaskError {
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> TaskError {
     if e.is_panic() {
         let payload = e.into_panic();
         let message = payload

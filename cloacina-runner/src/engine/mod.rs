@@ -8,12 +8,14 @@
 //!   retry decision, report;
 //! * `liveness` — registration, heartbeats, lease checks, recovery sweeps;
 //! * `notify` — storage notifications and the fallback poll of waited-on
-//!   executions.
+//!   executions;
+//! * `schedule` — the scheduler (due cron ticks) and trigger polling.
 
 pub(crate) mod dispatch;
 pub(crate) mod execute;
 pub(crate) mod liveness;
 pub(crate) mod notify;
+pub(crate) mod schedule;
 pub(crate) mod write;
 
 use std::sync::Arc;
@@ -93,6 +95,7 @@ pub(crate) async fn start_loops(
         tokio::spawn(write::writer(inner.clone(), submit_rx, report_rx)),
         tokio::spawn(liveness::heartbeats(inner.clone())),
         tokio::spawn(notify::poll_waiters(inner.clone())),
+        tokio::spawn(schedule::scheduler(inner.clone())),
     ];
     if let Some(stream) = notifications {
         loops.push(tokio::spawn(notify::listen(inner.clone(), stream)));

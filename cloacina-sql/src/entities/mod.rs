@@ -4,6 +4,10 @@
 
 pub mod execution_events;
 pub mod runners;
+pub mod schedule_ticks;
+pub mod schedules;
 pub mod task_executions;
 pub mod task_outputs;
+pub mod trigger_firings;
+pub mod triggers;
 pub mod workflow_executions;

@@ -8,6 +8,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20261127_000001_initial;
+mod m20261127_000002_schedules;
 
 /// The migrator of Cloacina's tables.
 #[derive(Debug)]
@@ -16,6 +17,6 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261127_000001_initial::Migration)]
+        vec![Box::new(m20261127_000001_initial::Migration), Box::new(m20261127_000002_schedules::Migration)]
     }
 }

@@ -8,4 +8,5 @@ pub(crate) mod inputs;
 pub(crate) mod liveness;
 pub(crate) mod queries;
 pub(crate) mod recover;
+pub(crate) mod schedules;
 pub(crate) mod snapshot;
