@@ -57,6 +57,7 @@ impl Clock for ManualClock {
 }
 
 /// A source of uniformly distributed numbers in `[0, 1)`, used for jitter.
+#[cfg_attr(test, mockall::automock)]
 pub trait RandomSource: Send + Sync {
     /// The next number in `[0, 1)`.
     fn next_unit(&self) -> f64;

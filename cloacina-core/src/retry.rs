@@ -510,6 +510,43 @@ mod tests {
         assert_eq!(p.decide(1, &ra, &FixedRandom(0.0)), RetryDecision::Retry { delay: Duration::from_secs(3) });
     }
 
+    /// A draw is taken only for a retry that is granted, and exactly one:
+    /// a give-up must not consume one, or every later jitter of a seeded
+    /// source would shift and runs would stop being reproducible.
+    #[test]
+    fn jitter_draws_once_per_granted_retry_and_never_on_give_up() {
+        use crate::clock::MockRandomSource;
+        let p = RetryPolicy::builder()
+            .total_attempts(3)
+            .backoff(Backoff::Fixed(Duration::from_secs(10)))
+            .jitter(0.5)
+            .build()
+            .unwrap();
+
+        let mut rng = MockRandomSource::new();
+        rng.expect_next_unit().times(1).return_const(0.25);
+        let d = p.decide(1, &TaskError::transient("x"), &rng);
+        assert_eq!(d, RetryDecision::Retry { delay: Duration::from_millis(8750) });
+        rng.checkpoint();
+
+        // No draw: attempts exhausted, not retryable, fatal.
+        rng.expect_next_unit().never();
+        assert!(matches!(
+            p.decide(3, &TaskError::transient("x"), &rng),
+            RetryDecision::GiveUp { reason: GiveUpReason::AttemptsExhausted }
+        ));
+        let transient_only = RetryPolicy::builder().condition(RetryCondition::TransientOnly).build().unwrap();
+        assert!(matches!(
+            transient_only.decide(1, &TaskError::permanent("x"), &rng),
+            RetryDecision::GiveUp { reason: GiveUpReason::NotRetryable }
+        ));
+        assert!(matches!(
+            p.decide(1, &TaskError::fatal("x"), &rng),
+            RetryDecision::GiveUp { reason: GiveUpReason::NotRetryable }
+        ));
+        rng.checkpoint();
+    }
+
     #[test]
     fn conditions_select_failures() {
         let rng = FixedRandom(0.0);
