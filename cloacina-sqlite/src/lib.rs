@@ -221,11 +221,11 @@ pub async fn open(opts: SqliteOptions) -> StorageResult<SqliteStorage> {
                 .busy_timeout(opts.busy_timeout)
                 .foreign_keys(true);
             let connect = |max: u32| {
-                SqlitePoolOptions::new()
+                let pool = SqlitePoolOptions::new()
                     .max_connections(max)
                     .min_connections(0)
-                    .acquire_timeout(opts.busy_timeout + Duration::from_secs(5))
-                    .connect_with(o.clone())
+                    .acquire_timeout(opts.busy_timeout + Duration::from_secs(5));
+                connect_retrying_busy(pool, o.clone(), opts.busy_timeout)
             };
             let map_open = |e: sqlx::Error| {
                 let msg = e.to_string();
@@ -262,6 +262,38 @@ pub async fn open(opts: SqliteOptions) -> StorageResult<SqliteStorage> {
     backend.open_report.migrations_applied = migrate(&backend).await?;
     tracing::debug!(storage = %backend.describe(), migrations = ?backend.open_report.migrations_applied, "SQLite storage open");
     Ok(SqlStorage::new(backend))
+}
+
+/// Connects, retrying while the file is busy, within `busy_timeout`.
+///
+/// A connection's set-up switches a fresh file to WAL, which needs a lock
+/// that another process opening the same new file may hold for a moment;
+/// SQLite then answers BUSY at once instead of calling the busy handler.
+async fn connect_retrying_busy(
+    pool: SqlitePoolOptions,
+    o: SqliteConnectOptions,
+    busy_timeout: Duration,
+) -> Result<sqlx::SqlitePool, sqlx::Error> {
+    let deadline = std::time::Instant::now() + busy_timeout;
+    let mut delay = Duration::from_millis(5);
+    loop {
+        match pool.clone().connect_with(o.clone()).await {
+            Err(e) if is_busy(&e) && std::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "SQLite file busy while connecting; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
+fn is_busy(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i64>().ok())
+        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
 }
 
 async fn migrate(b: &SqliteBackend) -> StorageResult<Vec<String>> {

@@ -1,7 +1,7 @@
 //! What only SQLite has: files per tenant, pragmas, opening errors, rows
 //! corrupted behind the adapter's back.
 
-use cloacina_core::ports::{ClaimOwner, ClaimRequest, ExecutionStore, NewExecution, StorageError, TaskQueue};
+use cloacina_core::ports::{ClaimOwner, ClaimRequest, ExecutionStore, NewExecution, Storage, StorageError, TaskQueue};
 use cloacina_core::{Context, RunnerId, TenantNameError, Timestamp, WorkflowSet};
 use cloacina_sqlite::SqliteOptions;
 use cloacina_testkit::contract::{T0, single};
@@ -97,23 +97,34 @@ async fn memory_databases_are_private() {
     assert!(b.execution(id).await.unwrap().is_none());
 }
 
-#[tokio::test]
+/// Several openers race on a file that does not exist yet (the switch to
+/// WAL and the migrations both need the file's lock): every opening
+/// succeeds and exactly one applies the migrations. Repeated on fresh
+/// files, because the race is a narrow window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_first_openings_migrate_once() {
     let dir = tempfile::tempdir().unwrap();
     let u = url(&dir);
-    let opens = (0..4).map(|_| {
-        let u = u.clone();
-        tokio::spawn(async move { cloacina_sqlite::open(SqliteOptions::new(u).tenant("fresh").unwrap()).await })
-    });
-    let mut applied = 0;
-    for h in opens {
-        let s = h.await.unwrap().expect("every opening succeeds");
-        applied += s.backend().open_report().migrations_applied.len();
-    }
     let all = cloacina_sql::migration_names().len();
-    assert_eq!(applied, all, "exactly one opening applied the migrations");
-    let s = cloacina_sqlite::open(SqliteOptions::new(u).tenant("fresh").unwrap()).await.unwrap();
-    assert_eq!(scalar(&s, "SELECT COUNT(*) FROM seaql_migrations").await, all.to_string());
+    for round in 0..20 {
+        let tenant = format!("fresh_{round}");
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let (u, t) = (u.clone(), tenant.clone());
+                tokio::spawn(async move { cloacina_sqlite::open(SqliteOptions::new(u).tenant(&t).unwrap()).await })
+            })
+            .collect();
+        let mut applied = 0;
+        for h in opens {
+            let s = h.await.unwrap().unwrap_or_else(|e| panic!("round {round}: an opening failed: {e:?}"));
+            applied += s.backend().open_report().migrations_applied.len();
+            s.close().await;
+        }
+        assert_eq!(applied, all, "round {round}: exactly one opening applied the migrations");
+        let s = cloacina_sqlite::open(SqliteOptions::new(u.clone()).tenant(&tenant).unwrap()).await.unwrap();
+        assert_eq!(scalar(&s, "SELECT COUNT(*) FROM seaql_migrations").await, all.to_string());
+        s.close().await;
+    }
 }
 
 #[tokio::test]

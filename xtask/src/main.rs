@@ -1,7 +1,8 @@
 //! `cargo xtask` — Cloacina's project commands.
 //!
 //! * `test-all [--pg url|container|local]` — fmt check, layering check,
-//!   dependency licences and sources (`cargo deny`, installed if missing),
+//!   dependency licences, sources and advisories (`cargo deny`, installed if
+//!   missing; advisories need the RustSec database from GitHub),
 //!   clippy (`-D warnings`, all targets), docs with broken links denied, a
 //!   real PostgreSQL, every test. Fails on the first failing step.
 //! * `check-deps` — `cloacina-core` reaches no database crate or runtime.
@@ -84,6 +85,41 @@ fn ensure_cargo_deny() -> Result<(), String> {
     run_step("cargo install cargo-deny (first run only)", install)
 }
 
+/// `cargo deny check advisories`: any advisory fails the run. The RustSec
+/// database comes from GitHub; where it cannot be fetched (a machine that
+/// reaches only package registries), the check is reported loudly as not
+/// done, and fails the run only with `CLOACINA_REQUIRE_ADVISORIES=1` (set it
+/// where the network allows, so a fetch failure there is not overlooked).
+fn check_advisories() -> Result<(), String> {
+    let name = "cargo deny check advisories (deny.toml)";
+    let start = Instant::now();
+    eprintln!("\n==> {name}");
+    let out = cargo()
+        .args(["deny", "--log-level", "error", "check", "advisories"])
+        .output()
+        .map_err(|e| format!("{name}: cannot run: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stderr}");
+    if out.status.success() {
+        eprintln!("<== {name}: ok in {:.1?}", start.elapsed());
+        return Ok(());
+    }
+    if !stderr.contains("failed to fetch advisory database") {
+        eprintln!("<== {name}: FAILED in {:.1?}", start.elapsed());
+        return Err(format!("step failed: {name}"));
+    }
+    let required = std::env::var("CLOACINA_REQUIRE_ADVISORIES").is_ok_and(|v| v == "1");
+    eprintln!(
+        "<== {name}: NOT CHECKED: the RustSec advisory database cannot be fetched from this machine{}",
+        if required {
+            " and CLOACINA_REQUIRE_ADVISORIES=1"
+        } else {
+            " (set CLOACINA_REQUIRE_ADVISORIES=1 to make this fatal)"
+        }
+    );
+    if required { Err(format!("step failed: {name}: advisory database unreachable")) } else { Ok(()) }
+}
+
 fn test_all(args: &[String]) -> Result<(), String> {
     let mode = pg_mode(args)?;
     let started = Instant::now();
@@ -101,6 +137,7 @@ fn test_all(args: &[String]) -> Result<(), String> {
     let mut deny = cargo();
     deny.args(["deny", "--log-level", "error", "check", "licenses", "bans", "sources"]);
     run_step("cargo deny check licenses bans sources (deny.toml)", deny)?;
+    check_advisories()?;
 
     let mut clippy = cargo();
     clippy.args(["clippy", "--workspace", "--all-targets", "--all-features", "--", "-D", "warnings"]);
