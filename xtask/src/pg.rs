@@ -5,7 +5,8 @@
 //! 2. a testcontainers PostgreSQL when a Docker engine answers (image from
 //!    `CLOACINA_PG_IMAGE`, default `postgres:15`);
 //! 3. a throwaway cluster from the machine's PostgreSQL binaries (initdb /
-//!    pg_ctl in a temp directory, a free loopback port, trust auth, run as
+//!    pg_ctl in a temp directory, a free loopback port; the `postgres`
+//!    superuser trusted, every other role checked by SCRAM password; run as
 //!    the `postgres` user when we are root), stopped and removed on drop;
 //! 4. otherwise an error saying how to provide one.
 
@@ -274,6 +275,13 @@ fn local(durability: Durability) -> Result<Server, String> {
     if !out.status.success() {
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
+    // The superuser logs in without a password; every other role (tenant
+    // roles) must give its real password, checked with SCRAM, as on a
+    // production server.
+    let hba = "local all all trust\n\
+               host all postgres 127.0.0.1/32 trust\n\
+               host all all 127.0.0.1/32 scram-sha-256\n";
+    std::fs::write(data_dir.join("pg_hba.conf"), hba).map_err(|e| format!("cannot write pg_hba.conf: {e}"))?;
     let mut opts = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB",
         root.display()
