@@ -82,6 +82,34 @@ fn encode(s: &str) -> String {
 }
 
 /// A random password: 32 characters of letters and digits (~190 bits).
+/// PostgreSQL's iteration count for SCRAM-SHA-256 (`scram_iterations`'s
+/// default).
+const SCRAM_ITERATIONS: u32 = 4096;
+
+/// The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802
+/// and RFC 7677, in PostgreSQL's `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`
+/// form). Sending it instead of the password keeps the password out of the
+/// statement text, and so out of client and server statement logs.
+/// PostgreSQL normalizes passwords with SASLprep first; tenant passwords
+/// are printable ASCII, which SASLprep leaves as they are.
+fn scram_sha256_verifier(password: &str, salt: &[u8], iterations: u32) -> String {
+    use base64::Engine as _;
+    use hmac::{KeyInit, Mac};
+    use sha2::{Digest, Sha256};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut salted = [0u8; 32];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password.as_bytes(), salt, iterations, &mut salted);
+    let hmac = |msg: &[u8]| {
+        // HMAC accepts keys of any length: this cannot fail.
+        let mut mac = <hmac::Hmac<Sha256> as KeyInit>::new_from_slice(&salted).expect("HMAC takes keys of any length");
+        mac.update(msg);
+        mac.finalize().into_bytes()
+    };
+    let stored_key = Sha256::digest(hmac(b"Client Key"));
+    let server_key = hmac(b"Server Key");
+    format!("SCRAM-SHA-256${iterations}:{}${}:{}", b64.encode(salt), b64.encode(stored_key), b64.encode(server_key))
+}
+
 fn generate_password() -> String {
     const CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
@@ -132,8 +160,12 @@ impl TenantAdmin {
         if exists {
             return Err(StorageError::InvalidInput { message: format!("a role named `{tenant}` already exists") });
         }
+        let salt: [u8; 16] = rand::rng().random();
         let statements = [
-            format!("CREATE ROLE {q} LOGIN PASSWORD {}", quote_literal(&password)),
+            format!(
+                "CREATE ROLE {q} LOGIN PASSWORD {}",
+                quote_literal(&scram_sha256_verifier(&password, &salt, SCRAM_ITERATIONS))
+            ),
             format!("CREATE SCHEMA IF NOT EXISTS {q} AUTHORIZATION {q}"),
             format!("ALTER SCHEMA {q} OWNER TO {q}"),
             format!("REVOKE ALL ON SCHEMA {q} FROM PUBLIC"),
@@ -215,6 +247,19 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_ne!(a, b);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
+    }
+
+    /// The expected verifier was computed independently, with Python's
+    /// `hashlib.pbkdf2_hmac` and `hmac` (RFC 5802's StoredKey/ServerKey).
+    #[test]
+    fn scram_verifier_matches_an_independent_computation() {
+        let salt: Vec<u8> = (0u8..16).collect();
+        assert_eq!(
+            scram_sha256_verifier("pencil-Strong-42", &salt, 4096),
+            "SCRAM-SHA-256$4096:AAECAwQFBgcICQoLDA0ODw==$naMNG6G3C745xkEj9nclTL6h20DlVF8XeUdA+c0+JUY=:\
+             drhNkg5HiuCo/VSRCvLbI11LAqI8podF7oaucD5Y0UI="
+        );
+        assert!(!scram_sha256_verifier("pencil-Strong-42", &salt, 4096).contains("pencil"));
     }
 
     #[test]

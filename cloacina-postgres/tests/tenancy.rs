@@ -191,6 +191,20 @@ async fn a_tenant_role_reaches_only_its_own_schema() {
             Ok(()) => panic!("tenant {na} was allowed a statement outside its schema"),
         }
     }
+    // The server stores a SCRAM verifier, never the password (the admin
+    // sends only the verifier), and checks it: a wrong password is refused.
+    let stored: String = sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+        .bind(&nb)
+        .fetch_one(&mut PgConnection::connect(&db.url).await.unwrap())
+        .await
+        .unwrap();
+    assert!(stored.starts_with("SCRAM-SHA-256$4096:"), "{stored}");
+    assert!(!stored.contains("another-Strong-pass-1"));
+    let wrong = b.connection_string.replace("another-Strong-pass-1", "another-Strong-pass-2");
+    match PgConnection::connect(&wrong).await {
+        Err(e) => assert_eq!(sqlstate(&e), "28P01", "invalid_password expected: {e}"),
+        Ok(_) => panic!("a wrong password was accepted"),
+    }
     // Its own schema is fully usable.
     let own: i64 =
         sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM \"{na}\".workflow_executions")))

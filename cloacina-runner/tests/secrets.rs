@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloacina_postgres::TenantAdmin;
 use cloacina_runner::{Context, DefaultRunner, TaskError, TaskSpec, Workflow, task_fn};
 
 const SECRET: &str = "S3cretValue-do-not-print";
@@ -22,33 +23,30 @@ impl Write for Captured {
     }
 }
 
-/// The test server's URL with a password added (the test cluster trusts
-/// every login, so any password connects).
-fn with_password(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (auth, host) = rest.split_once('@').unwrap_or(("postgres", rest));
-    let user = auth.split(':').next().unwrap_or("postgres");
-    format!("{scheme}://{user}:{SECRET}@{host}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_stay_out_of_logs_errors_and_debug() {
     let captured = Captured::default();
     let writer = captured.clone();
     tracing_subscriber::fmt().with_env_filter("trace").with_writer(move || writer.clone()).with_ansi(false).init();
 
-    let url = with_password(&cloacina_testkit::pg::test_database_url());
-    let schema = cloacina_testkit::pg::TestSchema::new("secrets");
+    // A tenant whose role logs in with SECRET (a real password login on a
+    // server that checks passwords, and also where it trusts every login).
+    let admin = TenantAdmin::connect(&cloacina_testkit::pg::test_database_url()).await.expect("tenant admin");
+    let tenant = cloacina_testkit::pg::unique_name("secrets");
+    let creds = admin.create_tenant(&tenant, Some(SECRET)).await.expect("tenant created");
+    assert!(creds.connection_string.contains(SECRET), "the runner logs in with the secret");
     let wf = Workflow::builder("secret_keeping")
         .task(TaskSpec::new("t", task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) })))
         .build()
         .unwrap();
-    let builder = DefaultRunner::builder().database_url(&url).schema(&schema.name).workflow(wf);
+    let builder = DefaultRunner::builder().database_url(&creds.connection_string).schema(&tenant).workflow(wf);
     let debug_builder = format!("{builder:?}");
     let runner = builder.build().await.expect("the password is accepted");
     let debug_runner = format!("{runner:?}");
     assert!(runner.execute("secret_keeping", Context::new()).await.unwrap().is_success());
     runner.shutdown().await.unwrap();
+    let debug_creds = format!("{creds:?}");
+    admin.remove_tenant(&tenant).await.expect("tenant removed");
 
     // A server that is not there: the error must not carry the password.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -68,6 +66,7 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
         ("logs", &logs),
         ("builder Debug", &debug_builder),
         ("runner Debug", &debug_runner),
+        ("credentials Debug", &debug_creds),
         ("connection error", &err_text),
         ("URL error", &bad_url_text),
     ] {
