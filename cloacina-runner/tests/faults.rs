@@ -312,17 +312,20 @@ async fn raw_sql(db: &TestDb, sql: &str) {
 /// alone; the other schedules keep firing; registering it again repairs it.
 async fn a_corrupted_schedule_is_named_and_the_others_keep_firing(db: TestDb) {
     use cloacina_runner::{CronSchedule, ExecutionFilter};
+    let logs = common::Captured::global("cloacina_sql=info");
+    // Unique, because both backends' cases log into one capture.
+    let bad = cloacina_testkit::pg::unique_name("bad");
     let builder = || db.builder().workflow(hello()).schedule_poll_interval(Duration::from_millis(50));
     let r = builder().build().await.unwrap();
     r.register_cron(CronSchedule::new("good", "hello", "* * * * * *").unwrap()).await.unwrap();
-    r.register_cron(CronSchedule::new("bad", "hello", "* * * * * *").unwrap()).await.unwrap();
+    r.register_cron(CronSchedule::new(&bad, "hello", "* * * * * *").unwrap()).await.unwrap();
     r.shutdown().await.unwrap();
-    raw_sql(&db, "UPDATE schedules SET expression = 'every full moon' WHERE name = 'bad'").await;
+    raw_sql(&db, &format!("UPDATE schedules SET expression = 'every full moon' WHERE name = '{bad}'")).await;
 
     let r = builder().build().await.unwrap();
     match r.list_schedules().await.unwrap_err() {
         RunnerError::Storage(StorageError::CorruptRow { table, id, column, problem }) => {
-            assert_eq!((table, id.as_str(), column), ("schedules", "bad", "expression"));
+            assert_eq!((table, id.as_str(), column), ("schedules", bad.as_str(), "expression"));
             assert!(problem.contains("every full moon"), "{problem}");
         }
         other => panic!("expected CorruptRow, got {other:?}"),
@@ -336,9 +339,18 @@ async fn a_corrupted_schedule_is_named_and_the_others_keep_firing(db: TestDb) {
         assert!(Instant::now() < deadline, "the good schedule never fired");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(!origins().await.iter().any(|o| o.starts_with("cron:bad@")));
-    r.register_cron(CronSchedule::new("bad", "hello", "* * * * * *").unwrap()).await.unwrap();
+    assert!(!origins().await.iter().any(|o| o.starts_with(&format!("cron:{bad}@"))));
+    // Polled every 50 ms for a while; told once, not once per poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reported = |what: &str| logs.text().lines().filter(|l| l.contains(&format!("`{bad}` {what}"))).count();
+    assert_eq!(reported("cannot be read"), 1, "the unreadable schedule is logged once");
+    r.register_cron(CronSchedule::new(&bad, "hello", "* * * * * *").unwrap()).await.unwrap();
     assert_eq!(r.list_schedules().await.unwrap().len(), 2, "registering again repaired it");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while reported("can be read again") == 0 {
+        assert!(Instant::now() < deadline, "the repair is never logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     r.shutdown().await.unwrap();
 }
 

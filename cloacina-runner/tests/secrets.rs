@@ -1,7 +1,7 @@
 //! Passwords never appear in logs, errors or `Debug` output.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
 use cloacina_postgres::TenantAdmin;
@@ -9,25 +9,9 @@ use cloacina_runner::{Context, DefaultRunner, TaskError, TaskSpec, Workflow, tas
 
 const SECRET: &str = "S3cretValue-do-not-print";
 
-/// A writer that keeps everything logged.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passwords_stay_out_of_logs_errors_and_debug() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt().with_env_filter("trace").with_writer(move || writer.clone()).with_ansi(false).init();
+    let captured = common::Captured::global("trace");
 
     // A tenant whose role logs in with SECRET (a real password login on a
     // server that checks passwords, and also where it trusts every login).
@@ -60,7 +44,7 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
     let bad_url = DefaultRunner::new(&format!("postgres://app:{SECRET}@host:notaport/db")).await.unwrap_err();
     let bad_url_text = format!("{bad_url} / {bad_url:?}");
 
-    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let logs = captured.text();
     assert!(logs.contains("runner starting"), "the capture works: {} bytes", logs.len());
     for (what, text) in [
         ("logs", &logs),

@@ -49,6 +49,45 @@ impl TestDb {
     }
 }
 
+/// Log output kept in memory, for tests that assert what is (not) logged.
+#[derive(Clone, Default)]
+pub(crate) struct Captured(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything written so far.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// Installs a global subscriber at `filter` writing here (once per test
+    /// binary; later calls return the same capture).
+    pub(crate) fn global(filter: &str) -> Self {
+        static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+        GLOBAL
+            .get_or_init(|| {
+                let c = Captured::default();
+                let writer = c.clone();
+                tracing_subscriber::fmt()
+                    .with_env_filter(filter)
+                    .with_writer(move || writer.clone())
+                    .with_ansi(false)
+                    .init();
+                c
+            })
+            .clone()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Generates `mod sqlite` and `mod postgres`, each running every listed
 /// behaviour against that backend.
 #[macro_export]

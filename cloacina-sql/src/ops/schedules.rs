@@ -133,9 +133,16 @@ impl<B: SqlBackend> SqlStorage<B> {
         let mut ticks = Vec::new();
         for m in models {
             let rec = match rows::schedule_record(&m) {
-                Ok(r) => r,
+                Ok(r) => {
+                    if self.unreadable_schedules.lock().map(|mut s| s.remove(&m.name)).unwrap_or(false) {
+                        tracing::info!("schedule `{}` can be read again", m.name);
+                    }
+                    r
+                }
                 Err(e) => {
-                    tracing::error!("schedule `{}` cannot be read, leaving it: {e}", m.name);
+                    if self.unreadable_schedules.lock().map(|mut s| s.insert(m.name.clone())).unwrap_or(true) {
+                        tracing::error!("schedule `{}` cannot be read, leaving it until it is repaired: {e}", m.name);
+                    }
                     report.unreadable.push(m.name);
                     continue;
                 }
