@@ -498,9 +498,34 @@ mod tests {
         Timestamp(chrono::Utc.with_ymd_and_hms(y, mo, d, h, mi, s).single().unwrap().timestamp_millis())
     }
 
+    struct Never;
+    #[async_trait::async_trait]
+    impl Trigger for Never {
+        async fn poll(&self) -> Result<TriggerPoll, TaskError> {
+            Ok(TriggerPoll::Skip)
+        }
+    }
+
+    #[test]
+    fn invalid_trigger_specs_are_clear_errors() {
+        assert!(matches!(
+            TriggerSpec::new("bad name", "wf", Arc::new(Never)),
+            Err(ScheduleError::InvalidName { name }) if name == "bad name"
+        ));
+        assert!(matches!(
+            TriggerSpec::new("t", "wf", Arc::new(Never)).unwrap().poll_interval(Duration::ZERO),
+            Err(ScheduleError::ZeroPollInterval { name }) if name == "t"
+        ));
+        assert!(TriggerSpec::new("t", "wf", Arc::new(Never)).unwrap().poll_interval(Duration::from_millis(1)).is_ok());
+    }
+
     #[test]
     fn invalid_input_is_a_clear_error() {
         assert!(matches!(CronSchedule::new("bad name", "wf", "* * * * *"), Err(ScheduleError::InvalidName { .. })));
+        assert!(matches!(
+            CronSchedule::new("s", "wf", "* * * * *").unwrap().misfire_threshold(Duration::from_secs(2 * 3600)),
+            Err(ScheduleError::InvalidMisfireThreshold { .. })
+        ));
         let e = CronSchedule::new("s", "wf", "61 * * * *").unwrap_err();
         assert!(matches!(e, ScheduleError::InvalidExpression { .. }), "{e:?}");
         assert!(matches!(CronSchedule::new("s", "wf", "not cron"), Err(ScheduleError::InvalidExpression { .. })));

@@ -271,6 +271,9 @@ impl DefaultRunnerBuilder {
                 cloacina_core::RecoveryPolicyError::HeartbeatNotShorterThanLease { .. } => {
                     RunnerError::config("heartbeat_interval", format!("{e}"))
                 }
+                cloacina_core::RecoveryPolicyError::Zero { what } if what.contains("heartbeat") => {
+                    RunnerError::config("heartbeat_interval", format!("{e}"))
+                }
                 other => RunnerError::config("lease_ttl", format!("{other}")),
             })?;
         for (name, d) in [
@@ -350,6 +353,8 @@ mod tests {
             "heartbeat_interval"
         );
         assert_eq!(option_of(b().lease_ttl(Duration::ZERO).validate()), "lease_ttl");
+        assert_eq!(option_of(b().heartbeat_interval(Duration::ZERO).validate()), "heartbeat_interval");
+        assert_eq!(option_of(b().schedule_poll_interval(Duration::ZERO).validate()), "schedule_poll_interval");
         assert_eq!(option_of(b().recovery_interval(Duration::ZERO).validate()), "recovery_interval");
         assert_eq!(option_of(b().fallback_poll_interval(Duration::ZERO).validate()), "fallback_poll_interval");
         assert_eq!(option_of(b().pool_size(0).validate()), "pool_size");

@@ -176,6 +176,24 @@ async fn corrupted_rows_are_reported_with_the_row_and_the_rest_keeps_working() {
     };
     let claimed = s.claim(&ClaimRequest { owner, limit: 10 }, &wfs, Timestamp(T0.0 + 1)).await.unwrap().claimed;
     assert_eq!(claimed.iter().map(|c| c.execution_id).collect::<Vec<_>>(), vec![good_id]);
+
+    // NULL where the domain needs a value: a running task without a lease.
+    let running = claimed[0].id;
+    conn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        "UPDATE task_executions SET lease_owner = NULL WHERE id = ?",
+        [running.0.into()],
+    ))
+    .await
+    .unwrap();
+    match s.tasks(good_id).await.unwrap_err() {
+        StorageError::CorruptRow { table, id, column, problem } => {
+            assert_eq!((table, column), ("task_executions", "lease_owner"));
+            assert_eq!(id, running.to_string());
+            assert!(problem.contains("NULL lease"), "{problem}");
+        }
+        other => panic!("expected CorruptRow, got {other:?}"),
+    }
 }
 
 /// A file written by an earlier version (only the first migration) is
