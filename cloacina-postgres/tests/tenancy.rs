@@ -8,7 +8,7 @@ use cloacina_core::ports::{ExecutionFilter, ExecutionStore, NewExecution, Storag
 use cloacina_core::{Context, TenantNameError, WorkflowSet};
 use cloacina_postgres::{PgOptions, TenantAdmin};
 use cloacina_testkit::contract::{T0, single};
-use cloacina_testkit::pg::{TestDatabase, TestSchema, test_database_url, unique_name};
+use cloacina_testkit::pg::{TestDatabase, TestSchema, unique_name};
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -112,7 +112,10 @@ async fn four_concurrent_first_openings_migrate_once() {
 
 #[tokio::test]
 async fn hostile_names_are_rejected_before_any_sql_runs() {
-    let url = test_database_url();
+    // A database of its own: the schema list below must not see other
+    // tests' schemas come and go.
+    let db = TestDatabase::create("hostile").await;
+    let url = db.url.clone();
     let before = scalar(&url, "SELECT string_agg(nspname::text, ',' ORDER BY nspname) FROM pg_namespace").await;
     let long = "a".repeat(64);
     type Check = fn(&TenantNameError) -> bool;
