@@ -9,6 +9,10 @@
 //! 3. **several runners** — 4 processes, 2,000 tasks: every body ran once.
 //! 4. **restart** — reopening a tenant neither recreates it nor re-runs
 //!    migrations; a legacy runner and a tenant runner coexist.
+//! 5. **stall** — a runner frozen (SIGSTOP) past its lease TTL: another
+//!    runner takes its tasks over and finishes everything; resumed
+//!    (SIGCONT), the frozen one learns it was declared dead, stops its
+//!    tasks, registers again and keeps serving; nothing completes twice.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -82,9 +86,11 @@ impl Runner {
         if let Some(t) = tenant {
             cmd.args(["--tenant", t]);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn the runner program");
+        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn the runner program");
         let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log_tx = tx.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -92,7 +98,34 @@ impl Runner {
                 }
             }
         });
+        // Its log (stderr) is passed through and kept, prefixed `LOG `, so a
+        // test can wait for what the runner says about itself.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                if log_tx.send(format!("LOG {line}")).is_err() {
+                    break;
+                }
+            }
+        });
         Self { child, lines: rx, seen: Vec::new() }
+    }
+
+    /// Waits for a log line containing `text`; panics after `timeout`.
+    fn expect_log(&mut self, text: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.seen.iter().any(|l| l.starts_with("LOG ") && l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => self.seen.push(l),
+                Err(_) => panic!("runner did not log `{text}` within {timeout:?}; printed {:?}", self.seen),
+            }
+        }
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let status = Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success(), "kill -{sig}");
     }
 
     /// Waits for a line starting with `prefix`; panics after `timeout`.
@@ -412,6 +445,38 @@ async fn restart_proof(url: String, tenants: [Option<String>; 2], dir: &Path) {
     }
 }
 
+async fn stall_proof(target: Target) {
+    let journal = target.journal();
+    let tenant = target.tenant.as_deref();
+    let mut a: Vec<&str> = FAST_LEASES.to_vec();
+    a.extend(["--submit", "30", "--concurrency", "6", "--work-ms", "300,400", "--no-exit"]);
+    let mut first = Runner::spawn(&target.url, tenant, &journal, &a);
+    first.expect_line("SUBMITTED", Duration::from_secs(60));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    first.signal("STOP");
+    // Frozen for more than twice the lease TTL (1 s): no heartbeats.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut b: Vec<&str> = FAST_LEASES.to_vec();
+    b.extend(["--concurrency", "8", "--work-ms", "1,5"]);
+    let mut second = Runner::spawn(&target.url, tenant, &journal, &b);
+    second.expect_line("DONE", Duration::from_secs(60));
+    second.wait_exit(Duration::from_secs(30));
+
+    first.signal("CONT");
+    first.expect_log("declared dead", Duration::from_secs(30));
+    // Still alive and serving after registering again: it stops cleanly.
+    first.sigterm();
+    first.expect_line("STOPPED", Duration::from_secs(30));
+    first.wait_exit(Duration::from_secs(10));
+
+    let storage = target.storage().await;
+    let v = verify(&*storage, &journal, 30, 1).await;
+    assert!(v.recovered_tasks > 0, "the frozen runner held tasks, and they were taken over");
+    eprintln!("stall proof: {v:?}");
+    storage.close().await;
+}
+
 /// Two processes both submit and serve on one tenant, at the same time.
 async fn two_writers_proof(target: Target) {
     let journal = target.journal();
@@ -442,6 +507,10 @@ mod sqlite {
         crash_proof(|| Target::sqlite(Some("crash"))).await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stall() {
+        stall_proof(Target::sqlite(Some("stall"))).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn graceful() {
         graceful_proof(Target::sqlite(Some("graceful"))).await;
     }
@@ -464,6 +533,10 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn crash() {
         crash_proof(Target::postgres).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn stall() {
+        stall_proof(Target::postgres()).await;
     }
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn graceful() {
