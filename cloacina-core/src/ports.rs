@@ -838,10 +838,19 @@ pub struct ScheduleReport {
     /// Schedules left alone because their workflow is not among those the
     /// caller knows (another runner may fire them).
     pub unknown_workflow: Vec<String>,
-    /// Schedules whose stored row cannot be read (named, left alone).
-    pub unreadable: Vec<String>,
+    /// Schedules whose stored row cannot be read (left alone), with why.
+    pub unreadable: Vec<UnreadableSchedule>,
     /// What the new executions changed.
     pub effects: Effects,
+}
+
+/// A stored schedule [`Schedules::fire_schedules`] could not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreadableSchedule {
+    /// The schedule's name.
+    pub name: String,
+    /// What is wrong with its row.
+    pub problem: String,
 }
 
 /// A trigger's firing, to be recorded with its execution.

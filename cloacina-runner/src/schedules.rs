@@ -1,6 +1,5 @@
 //! Cron schedules and triggers on [`DefaultRunner`].
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cloacina_core::ports::{ScheduleRecord, StorageError};
@@ -64,21 +63,18 @@ impl DefaultRunner {
 
     /// Pauses a schedule: no tick starts anything until it is resumed.
     pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleRecord> {
-        self.inner
-            .storage
-            .set_schedule_paused(name, true, self.inner.now())
-            .await
-            .map_err(|e| schedule_not_found(e, name))
+        self.set_schedule_paused(name, true).await
     }
 
     /// Resumes a paused schedule. Ticks that passed while it was paused are
     /// not run: it continues with the next tick.
     pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleRecord> {
-        self.inner
-            .storage
-            .set_schedule_paused(name, false, self.inner.now())
-            .await
-            .map_err(|e| schedule_not_found(e, name))
+        self.set_schedule_paused(name, false).await
+    }
+
+    async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
+        let now = self.inner.now();
+        self.inner.storage.set_schedule_paused(name, paused, now).await.map_err(|e| schedule_not_found(e, name))
     }
 
     /// Deletes a schedule and its tick records. The executions it started
@@ -127,8 +123,7 @@ impl DefaultRunner {
         if !self.inner.triggers.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name().to_owned()) {
             return Err(RunnerError::DuplicateTrigger { name: spec.name().to_owned() });
         }
-        let handle = tokio::spawn(engine::schedule::trigger_loop(Arc::clone(&self.inner), spec));
-        self.inner.loops.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+        engine::schedule::spawn_trigger(&self.inner, spec);
         Ok(())
     }
 }

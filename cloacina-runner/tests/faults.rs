@@ -312,7 +312,7 @@ async fn raw_sql(db: &TestDb, sql: &str) {
 /// alone; the other schedules keep firing; registering it again repairs it.
 async fn a_corrupted_schedule_is_named_and_the_others_keep_firing(db: TestDb) {
     use cloacina_runner::{CronSchedule, ExecutionFilter};
-    let logs = common::Captured::global("cloacina_sql=info");
+    let logs = common::Captured::global("cloacina_runner=info");
     // Unique, because both backends' cases log into one capture.
     let bad = cloacina_testkit::pg::unique_name("bad");
     let builder = || db.builder().workflow(hello()).schedule_poll_interval(Duration::from_millis(50));

@@ -50,15 +50,12 @@ const MAX_TX_ATTEMPTS: u32 = 12;
 #[derive(Debug)]
 pub struct SqlStorage<B: SqlBackend> {
     pub(crate) backend: B,
-    /// Schedules already reported unreadable: the error is logged once,
-    /// not on every scheduler poll, until the row reads again.
-    pub(crate) unreadable_schedules: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl<B: SqlBackend> SqlStorage<B> {
     /// Wraps an opened backend.
     pub fn new(backend: B) -> Self {
-        Self { backend, unreadable_schedules: Default::default() }
+        Self { backend }
     }
 
     /// The backend.

@@ -1,5 +1,6 @@
 //! The scheduler (cron ticks) and trigger polling.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use cloacina_core::ports::{NewExecution, TriggerFiring, TriggerOutcome};
@@ -13,6 +14,8 @@ use crate::runner::Inner;
 /// execution.
 pub(crate) async fn scheduler(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
+    // Unreadable schedules are reported on every poll: say so once each.
+    let mut unreadable: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = inner.stop_claiming.cancelled() => return,
@@ -28,6 +31,18 @@ pub(crate) async fn scheduler(inner: Arc<Inner>) {
                 if report.skipped_ticks > 0 {
                     tracing::info!(ticks = report.skipped_ticks, "missed schedule ticks skipped by catch-up policy");
                 }
+                let now_unreadable: HashSet<String> = report.unreadable.iter().map(|u| u.name.clone()).collect();
+                for u in report.unreadable.iter().filter(|u| !unreadable.contains(&u.name)) {
+                    tracing::error!(
+                        "schedule `{}` cannot be read, leaving it until it is repaired: {}",
+                        u.name,
+                        u.problem
+                    );
+                }
+                for name in unreadable.difference(&now_unreadable) {
+                    tracing::info!("schedule `{name}` can be read again (or is no longer due)");
+                }
+                unreadable = now_unreadable;
                 apply_effects(&inner, report.effects, None);
             }
             Err(e) => {
@@ -42,9 +57,15 @@ pub(crate) async fn scheduler(inner: Arc<Inner>) {
     }
 }
 
+/// Starts polling a trigger; the loop ends at shutdown.
+pub(crate) fn spawn_trigger(inner: &Arc<Inner>, spec: TriggerSpec) {
+    let handle = tokio::spawn(trigger_loop(Arc::clone(inner), spec));
+    inner.loops.lock().unwrap_or_else(|e| e.into_inner()).push(handle);
+}
+
 /// Polls one trigger on its interval and records each firing with its
 /// execution. A poll that fails or panics is logged and polled again.
-pub(crate) async fn trigger_loop(inner: Arc<Inner>, spec: TriggerSpec) {
+async fn trigger_loop(inner: Arc<Inner>, spec: TriggerSpec) {
     loop {
         tokio::select! {
             _ = inner.stop_claiming.cancelled() => return,

@@ -1,7 +1,7 @@
 //! Cron schedules and trigger firings.
 
 use cloacina_core::ports::{
-    ScheduleFiring, ScheduleRecord, ScheduleReport, StorageError, TriggerFiring, TriggerOutcome,
+    ScheduleFiring, ScheduleRecord, ScheduleReport, StorageError, TriggerFiring, TriggerOutcome, UnreadableSchedule,
 };
 use cloacina_core::schedule::{CronSchedule, plan_firing};
 use cloacina_core::step::Step;
@@ -133,17 +133,9 @@ impl<B: SqlBackend> SqlStorage<B> {
         let mut ticks = Vec::new();
         for m in models {
             let rec = match rows::schedule_record(&m) {
-                Ok(r) => {
-                    if self.unreadable_schedules.lock().map(|mut s| s.remove(&m.name)).unwrap_or(false) {
-                        tracing::info!("schedule `{}` can be read again", m.name);
-                    }
-                    r
-                }
+                Ok(r) => r,
                 Err(e) => {
-                    if self.unreadable_schedules.lock().map(|mut s| s.insert(m.name.clone())).unwrap_or(true) {
-                        tracing::error!("schedule `{}` cannot be read, leaving it until it is repaired: {e}", m.name);
-                    }
-                    report.unreadable.push(m.name);
+                    report.unreadable.push(UnreadableSchedule { name: m.name, problem: e.to_string() });
                     continue;
                 }
             };
