@@ -76,19 +76,9 @@ pub struct TestDatabase {
 
 /// `url` with its database replaced by `db`.
 pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
+    let mut u = url::Url::parse(url).unwrap_or_else(|e| panic!("the test database URL is not a URL ({e})"));
+    u.set_path(&format!("/{db}"));
+    u.into()
 }
 
 impl TestDatabase {

@@ -91,20 +91,10 @@ fn psql(server: &pg::Server, sql: &str) -> Result<(), String> {
     if out.status.success() { Ok(()) } else { Err(format!("psql: {}", String::from_utf8_lossy(&out.stderr))) }
 }
 
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let root = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{root}/{db}?{q}"),
-        None => format!("{root}/{db}"),
-    }
+fn with_database(url: &str, db: &str) -> Result<String, String> {
+    let mut u = url::Url::parse(url).map_err(|e| format!("the PostgreSQL URL is not a URL ({e})"))?;
+    u.set_path(&format!("/{db}"));
+    Ok(u.into())
 }
 
 /// A fresh database (PostgreSQL) or file (SQLite) for one run.
@@ -125,7 +115,7 @@ fn target(backend: &str, server: Option<&pg::Server>, n: usize) -> Result<Target
         let db = format!("cloacina_bench_{}_{n}", std::process::id());
         psql(server, &format!("DROP DATABASE IF EXISTS {db}"))?;
         psql(server, &format!("CREATE DATABASE {db}"))?;
-        Ok(Target { url: with_database(&server.url, &db), cleanup: Some(db), _dir: None })
+        Ok(Target { url: with_database(&server.url, &db)?, cleanup: Some(db), _dir: None })
     }
 }
 
@@ -164,7 +154,7 @@ fn pgbench(server: &pg::Server, quick: bool) -> Result<f64, String> {
     let db = format!("cloacina_bench_pgbench_{}", std::process::id());
     psql(server, &format!("DROP DATABASE IF EXISTS {db}"))?;
     psql(server, &format!("CREATE DATABASE {db}"))?;
-    let url = with_database(&server.url, &db);
+    let url = with_database(&server.url, &db)?;
     let init = Command::new(&exe).args(["-i", "-q", "-s", "10", &url]).output().map_err(|e| format!("pgbench: {e}"))?;
     if !init.status.success() {
         return Err(format!("pgbench -i: {}", String::from_utf8_lossy(&init.stderr)));
