@@ -22,6 +22,7 @@ use sqlx::Connection;
 /// One fault test at a time: they all restart or disturb the same server.
 static SERIAL: LazyLock<tokio::sync::Mutex<()>> = LazyLock::new(|| tokio::sync::Mutex::new(()));
 
+#[derive(Clone)]
 struct ChaosPg {
     url: String,
     data_dir: String,
@@ -171,6 +172,21 @@ async fn storage(pg: &ChaosPg, schema: &str) -> cloacina_postgres::PgStorage {
     cloacina_postgres::open(cloacina_postgres::PgOptions::new(&pg.url).schema(schema).unwrap()).await.unwrap()
 }
 
+/// Waits for every workflow to complete, verifies the stored outcome and
+/// the body runs, and cleans up.
+async fn finish_and_verify(pg: &ChaosPg, schema: &str, r: DefaultRunner, handles: &[ExecutionHandle], runs: &Runs) {
+    for h in handles {
+        let res = h.wait_timeout(Duration::from_secs(120)).await.expect("every workflow finishes");
+        assert_eq!(res.status, WorkflowState::Completed);
+    }
+    let ids: Vec<ExecutionId> = handles.iter().map(|h| h.id()).collect();
+    let s = storage(pg, schema).await;
+    verify(&s, &ids, runs).await;
+    s.close().await;
+    r.shutdown().await.unwrap();
+    pg.drop_schema(schema).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_run() {
     let _serial = SERIAL.lock().await;
@@ -185,24 +201,10 @@ async fn postgres_restarted_mid_run() {
         let r = r.clone();
         tokio::spawn(async move { submit(&r, 30).await })
     };
-    let pg_ctl = ChaosPg {
-        url: pg.url.clone(),
-        data_dir: pg.data_dir.clone(),
-        bin_dir: pg.bin_dir.clone(),
-        run_as: pg.run_as.clone(),
-    };
+    let pg_ctl = pg.clone();
     tokio::task::spawn_blocking(move || pg_ctl.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60"])).await.unwrap();
     handles.extend(during.await.unwrap());
-    for h in &handles {
-        let res = h.wait_timeout(Duration::from_secs(120)).await.expect("every workflow finishes");
-        assert_eq!(res.status, WorkflowState::Completed);
-    }
-    let ids: Vec<ExecutionId> = handles.iter().map(|h| h.id()).collect();
-    let s = storage(&pg, &schema).await;
-    verify(&s, &ids, &runs).await;
-    s.close().await;
-    r.shutdown().await.unwrap();
-    pg.drop_schema(&schema).await;
+    finish_and_verify(&pg, &schema, r, &handles, &runs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,14 +221,5 @@ async fn connections_killed_mid_run() {
         killed += pg.terminate_runner_connections().await;
     }
     assert!(killed > 0, "the runner's connections were killed");
-    for h in &handles {
-        let res = h.wait_timeout(Duration::from_secs(120)).await.expect("every workflow finishes");
-        assert_eq!(res.status, WorkflowState::Completed);
-    }
-    let ids: Vec<ExecutionId> = handles.iter().map(|h| h.id()).collect();
-    let s = storage(&pg, &schema).await;
-    verify(&s, &ids, &runs).await;
-    s.close().await;
-    r.shutdown().await.unwrap();
-    pg.drop_schema(&schema).await;
+    finish_and_verify(&pg, &schema, r, &handles, &runs).await;
 }
