@@ -290,10 +290,12 @@ async fn connect_retrying_busy(
 
 /// SQLITE_BUSY or SQLITE_LOCKED, extended codes included.
 fn is_busy(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .and_then(|d| d.code())
-        .and_then(|c| c.parse::<i64>().ok())
-        .is_some_and(|c| matches!(c & 0xff, 5 | 6))
+    sqlx_code(e).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+}
+
+/// The SQLite result code (extended) of a database error.
+fn sqlx_code(e: &sqlx::Error) -> Option<i64> {
+    e.as_database_error().and_then(|d| d.code()).and_then(|c| c.parse::<i64>().ok())
 }
 
 async fn migrate(b: &SqliteBackend) -> StorageResult<Vec<String>> {
@@ -326,7 +328,7 @@ fn sqlite_code(err: &DbErr) -> Option<i64> {
         _ => return None,
     };
     let RuntimeErr::SqlxError(e) = rt else { return None };
-    e.as_database_error().and_then(|d| d.code()).and_then(|c| c.parse::<i64>().ok())
+    sqlx_code(e)
 }
 
 #[async_trait]
