@@ -174,10 +174,20 @@ impl fmt::Debug for Timestamp {
     }
 }
 
+/// The last instant RFC 3339 can write (9999-12-31T23:59:59.999Z).
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// RFC 3339 with milliseconds (`2026-12-02T17:08:01.000Z`); an instant
+/// before 1970 or after year 9999 (reachable only through saturating
+/// arithmetic) is written as its millisecond count instead. Never fails.
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let t = UNIX_EPOCH + Duration::from_millis(u64::try_from(self.0).unwrap_or(0));
-        write!(f, "{}", humantime::format_rfc3339_millis(t))
+        match u64::try_from(self.0) {
+            Ok(ms) if self.0 <= LAST_RFC3339_MS => {
+                write!(f, "{}", humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)))
+            }
+            _ => write!(f, "{} ms since the Unix epoch", self.0),
+        }
     }
 }
 
@@ -201,5 +211,9 @@ mod tests {
         assert_eq!(t.since(Timestamp(2_000)), Duration::ZERO);
         assert_eq!(Timestamp(i64::MAX).plus(Duration::from_secs(1)), Timestamp(i64::MAX));
         assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp(LAST_RFC3339_MS).to_string(), "9999-12-31T23:59:59.999Z");
+        // Past year 9999 (a saturated sum) the text is the raw count, never an error.
+        assert_eq!(Timestamp(i64::MAX).to_string(), format!("{} ms since the Unix epoch", i64::MAX));
+        assert_eq!(Timestamp(-5).to_string(), "-5 ms since the Unix epoch");
     }
 }

@@ -35,13 +35,12 @@
 //! * [`state`] — the task and workflow state machines.
 //! * [`retry`], [`trigger`], [`recovery`] — policies as values.
 //! * [`plan`] and [`step`] — the pure transaction logic every storage adapter shares.
-//! * [`ports`] — the storage traits; [`memory`] — the in-memory reference implementation.
+//! * [`ports`] — the storage traits.
 //! * [`tenant`] — the tenant-name rule; [`clock`] — time and randomness as inputs.
 
 pub mod clock;
 pub mod context;
 pub mod ids;
-pub mod memory;
 pub mod plan;
 pub mod ports;
 pub mod recovery;

@@ -706,11 +706,14 @@ pub trait Liveness: Send + Sync {
     /// Renews liveness, fenced by incarnation.
     async fn heartbeat(&self, reg: &RunnerRegistration, now: Timestamp) -> StorageResult<Heartbeat>;
 
-    /// Finds running tasks of `workflows` whose owner is gone (liveness
-    /// expired, stopped, replaced by a new incarnation, or missing) and
-    /// applies the policy: requeue (recovery count + 1) or abandon (and
-    /// plan the consequences). Tasks of live owners are never touched.
-    /// Scheduled retries are Ready, not Running, and are not touched.
+    /// Finds running tasks whose owner is gone (liveness expired, stopped,
+    /// replaced by a new incarnation, or missing) and applies the policy:
+    /// requeue (recovery count + 1), for tasks of any workflow, or abandon
+    /// (and plan the consequences), only for tasks of `workflows` (the
+    /// others are left for a runner that knows their workflow). Each is
+    /// compare-and-set: recovered only if it still runs under the claim that
+    /// was found dead. Tasks of live owners are never touched. Scheduled
+    /// retries are Ready, not Running, and are not touched.
     async fn recover(
         &self,
         req: &RecoveryRequest,

@@ -284,6 +284,10 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The longest `max_delay` a policy accepts: 365 days. (A retry time is
+    /// a stored instant; an unbounded delay would put it past year 9999.)
+    pub const MAX_DELAY: Duration = Duration::from_secs(365 * 24 * 3600);
+
     /// A policy that runs a task once and never retries it.
     pub fn none() -> Self {
         Self { total_attempts: 1, condition: RetryCondition::Never, ..Self::default() }
@@ -402,7 +406,8 @@ impl RetryPolicyBuilder {
         self.policy.backoff = b;
         self
     }
-    /// Cap on every delay. Default 60 s.
+    /// Cap on every delay. Default 60 s. At most [`RetryPolicy::MAX_DELAY`]
+    /// (365 days).
     pub fn max_delay(mut self, d: Duration) -> Self {
         self.policy.max_delay = d;
         self
@@ -422,6 +427,13 @@ impl RetryPolicyBuilder {
         let p = self.policy;
         if p.total_attempts == 0 {
             return Err(RetryPolicyError::ZeroAttempts);
+        }
+        if p.max_delay > RetryPolicy::MAX_DELAY {
+            return Err(RetryPolicyError::Invalid {
+                what: "max_delay",
+                text: fmt_duration(p.max_delay),
+                reason: format!("must be at most {} (365 days)", fmt_duration(RetryPolicy::MAX_DELAY)),
+            });
         }
         if !(0.0..=1.0).contains(&p.jitter) {
             return Err(RetryPolicyError::Invalid {
@@ -502,9 +514,23 @@ mod tests {
         let err = TaskError::transient("x");
         assert_eq!(p.decide(5, &err, &FixedRandom(0.0)), RetryDecision::Retry { delay: Duration::from_secs(25) });
         assert_eq!(p.decide(1, &err, &FixedRandom(0.5)), RetryDecision::Retry { delay: Duration::from_millis(7500) });
-        let a = p.decide(2, &err, &SeededRandom::new(1));
-        let b = p.decide(2, &err, &SeededRandom::new(1));
-        assert_eq!(a, b);
+        // Attempt 2: 20 s (under the cap), shortened by half the seeded draw.
+        let draw = SeededRandom::new(1).next_unit();
+        let expected = Duration::from_secs(20).mul_f64(1.0 - 0.5 * draw);
+        assert_eq!(p.decide(2, &err, &SeededRandom::new(1)), RetryDecision::Retry { delay: expected });
+        assert_ne!(
+            p.decide(2, &err, &SeededRandom::new(1)),
+            p.decide(2, &err, &SeededRandom::new(2)),
+            "another seed, another jitter"
+        );
+        // The cap itself is bounded: a retry time must stay a storable instant.
+        assert!(matches!(
+            RetryPolicy::builder().max_delay(Duration::MAX).build(),
+            Err(RetryPolicyError::Invalid { what: "max_delay", .. })
+        ));
+        let year = RetryPolicy::builder().max_delay(RetryPolicy::MAX_DELAY).build().unwrap();
+        let huge = TaskError::retry_after(Duration::MAX, "much later");
+        assert_eq!(year.decide(1, &huge, &FixedRandom(0.0)), RetryDecision::Retry { delay: RetryPolicy::MAX_DELAY });
         // An explicit retry-after is honoured, still capped.
         let ra = TaskError::retry_after(Duration::from_secs(3), "slow down");
         assert_eq!(p.decide(1, &ra, &FixedRandom(0.0)), RetryDecision::Retry { delay: Duration::from_secs(3) });

@@ -608,19 +608,29 @@ impl<'a> Step<'a> {
         }
     }
 
-    /// Applies a recovery decision to a running task of `snap` (by row id),
-    /// then settles the execution if the task was abandoned.
+    /// Applies a recovery decision to a task of `snap` (by row id) that was
+    /// found orphaned while it was running under the claim `found_token`.
+    /// Compare-and-set: nothing happens unless the row, as read under the
+    /// execution's lock, is still running under that same claim (a task
+    /// requeued and claimed again by a live runner since it was found is
+    /// left alone). An abandoned task's execution is settled, which needs
+    /// its workflow: without `wf`, an abandonment is left for a runner that
+    /// knows the workflow (requeueing needs no workflow code).
     pub fn recover(
         &mut self,
         snap: &mut ExecutionSnapshot,
-        wf: &Workflow,
+        wf: Option<&Workflow>,
         task: TaskExecutionId,
+        found_token: FencingToken,
         decision: RecoveryDecision,
         policy: &RecoveryPolicy,
     ) -> Option<RecoveryDecision> {
         let idx = snap.index_of(task)?;
         let before = snap.tasks[idx].clone();
-        if before.state != TaskState::Running {
+        if before.state != TaskState::Running || before.fencing_token != found_token {
+            return None;
+        }
+        if matches!(decision, RecoveryDecision::Abandon { .. }) && wf.is_none() {
             return None;
         }
         let owner = before.lease.as_ref().map(|l| l.owner.to_string()).unwrap_or_else(|| "?".into());
@@ -653,7 +663,7 @@ impl<'a> Step<'a> {
         }
         self.write_task(&before, row.clone());
         snap.tasks[idx] = row;
-        if matches!(decision, RecoveryDecision::Abandon { .. }) {
+        if let (RecoveryDecision::Abandon { .. }, Some(wf)) = (decision, wf) {
             self.settle(snap, wf);
         }
         Some(decision)

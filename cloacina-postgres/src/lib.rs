@@ -405,40 +405,28 @@ impl SqlBackend for PgBackend {
         let mut sorted = ids.to_vec();
         sorted.sort_unstable();
         let params = (1..=sorted.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        // Rows are locked in id order, so concurrent lockers never deadlock;
-        // the same round trip returns the heads and their task rows.
-        let sql = format!(
-            "WITH x AS MATERIALIZED ( \
-               SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at \
-               FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE) \
-             SELECT x.id AS x_id, x.workflow_name AS x_workflow_name, x.workflow_version AS x_workflow_version, \
-                    x.state AS x_state, x.error AS x_error, x.origin AS x_origin, x.created_at AS x_created_at, \
-                    x.updated_at AS x_updated_at, x.finished_at AS x_finished_at, \
-                    t.id AS t_id, t.execution_id AS t_execution_id, t.workflow_key AS t_workflow_key, \
-                    t.task_name AS t_task_name, t.position AS t_position, t.state AS t_state, t.attempt AS t_attempt, \
-                    t.ready_at AS t_ready_at, t.lease_owner AS t_lease_owner, t.lease_incarnation AS t_lease_incarnation, \
-                    t.lease_expires_at AS t_lease_expires_at, t.fencing_token AS t_fencing_token, \
-                    t.recovery_count AS t_recovery_count, t.error AS t_error, t.started_at AS t_started_at, \
-                    t.finished_at AS t_finished_at, t.updated_at AS t_updated_at \
-             FROM x LEFT JOIN task_executions t ON t.execution_id = x.id \
-             ORDER BY x.id, t.position"
+        let values = || sorted.iter().copied().map(sea_orm::Value::from);
+        // Rows are locked in id order, so concurrent lockers never deadlock.
+        let lock = format!(
+            "SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at \
+             FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE"
         );
-        let rows = txn
-            .query_all_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                sql,
-                sorted.into_iter().map(sea_orm::Value::from),
-            ))
-            .await?;
+        let heads = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, lock, values())).await?;
+        // The task rows are read by a second statement, after the locks were
+        // granted: under READ COMMITTED a statement that waited for a lock
+        // still reads other rows from the snapshot it started with, so
+        // reading them in the locking statement could miss a sibling task
+        // that a concurrent report completed (and a join would never be
+        // promoted).
+        let tasks =
+            format!("SELECT * FROM task_executions WHERE execution_id IN ({params}) ORDER BY execution_id, position");
+        let tasks = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, tasks, values())).await?;
         let mut locked = LockedRows::default();
-        for r in &rows {
-            let head = ExecutionHead::from_query_result(r, "x_")?;
-            if locked.heads.last().is_none_or(|h| h.id != head.id) {
-                locked.heads.push(head);
-            }
-            if r.try_get::<Option<uuid::Uuid>>("t_", "id")?.is_some() {
-                locked.tasks.push(task_executions::Model::from_query_result(r, "t_")?);
-            }
+        for r in &heads {
+            locked.heads.push(ExecutionHead::from_query_result(r, "")?);
+        }
+        for r in &tasks {
+            locked.tasks.push(task_executions::Model::from_query_result(r, "")?);
         }
         Ok(Some(locked))
     }

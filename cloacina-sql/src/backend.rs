@@ -57,11 +57,12 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// the backend requires (SQLite: `BEGIN IMMEDIATE`).
     async fn begin_write(&self) -> Result<DatabaseTransaction, DbErr>;
 
-    /// Locks the given executions' rows until the transaction ends
-    /// (PostgreSQL: `SELECT … FOR UPDATE` in id order, returning their heads
-    /// and task rows in the same round trip; SQLite: nothing, the write
-    /// transaction is already exclusive, and `None`: the caller reads the
-    /// rows itself).
+    /// Locks the given executions' rows until the transaction ends, and
+    /// returns their heads and task rows as they are once the locks are held
+    /// (PostgreSQL: `SELECT … FOR UPDATE` in id order, then the task rows in
+    /// a later statement, whose snapshot is taken after the locks were
+    /// granted; SQLite: nothing, the write transaction is already
+    /// exclusive, and `None`: the caller reads the rows itself).
     async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid])
     -> Result<Option<LockedRows>, DbErr>;
 

@@ -6,7 +6,10 @@
 //! `SUBMITTED <n>`, `DONE` (every execution finished), `STOPPED` (after a
 //! SIGTERM and a graceful shutdown).
 //!
-//! Arguments: `--url U [--tenant T] --journal PATH [--shape diamond|single]
+//! Every runner serves every harness workflow; `--shape` says which ones it
+//! submits (`mixed`: diamond, fan-in and pipeline in turn).
+//!
+//! Arguments: `--url U [--tenant T] --journal PATH [--shape diamond|single|fanin|pipeline|mixed]
 //! [--submit N] [--runner-id ID] [--lease-ttl-ms MS] [--heartbeat-ms MS]
 //! [--recovery-ms MS] [--concurrency N] [--work-ms MIN,MAX] [--grace-ms MS]
 //! [--no-exit]`
@@ -16,7 +19,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cloacina_harness::{Shape, workflow};
+use cloacina_harness::{Shape, workflows};
 use cloacina_runner::{Context, DefaultRunner, ExecutionFilter, WorkflowState};
 
 fn say(line: &str) {
@@ -62,13 +65,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or((10, 60));
     let mut b = DefaultRunner::builder()
         .database_url(&url)
-        .workflow(workflow(shape, &journal, (lo, hi)))
         .lease_ttl(Duration::from_millis(arg(&args, "lease-ttl-ms", 10_000)))
         .heartbeat_interval(Duration::from_millis(arg(&args, "heartbeat-ms", 2_000)))
         .recovery_interval(Duration::from_millis(arg(&args, "recovery-ms", 1_000)))
         .max_concurrent_tasks(arg(&args, "concurrency", 8))
         .shutdown_grace_period(Duration::from_millis(arg(&args, "grace-ms", 30_000)))
         .fallback_poll_interval(Duration::from_millis(50));
+    for wf in workflows(&journal, (lo, hi)) {
+        b = b.workflow(wf);
+    }
     if let Some(t) = args.get("tenant") {
         b = b.schema(t);
     }
@@ -80,12 +85,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     say(&format!("OPENED created={} migrations={}", report.created, report.migrations_applied.len()));
     say(&format!("READY {}", runner.runner_id()));
 
-    let name = workflow(shape, &journal, (lo, hi)).name().to_owned();
+    let names: Vec<String> = shape
+        .submitted()
+        .into_iter()
+        .map(|s| cloacina_harness::workflow(s, &journal, (lo, hi)).name().to_owned())
+        .collect();
     let to_submit: usize = arg(&args, "submit", 0);
     for i in 0..to_submit {
         let mut ctx = Context::new();
         ctx.set("i", i)?;
-        runner.execute_async(&name, ctx).await?;
+        runner.execute_async(&names[i % names.len()], ctx).await?;
     }
     if to_submit > 0 {
         say(&format!("SUBMITTED {to_submit}"));

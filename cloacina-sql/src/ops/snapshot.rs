@@ -19,6 +19,9 @@ pub(crate) enum Detail {
     Planned,
     /// Rows in stored order, no workflow needed (cancel, pause, release).
     Raw,
+    /// `Planned` for executions whose workflow is known, `Raw` for the
+    /// others (recovery: requeueing needs no workflow code).
+    PlannedOrRaw,
 }
 
 pub(crate) async fn load_heads<B: SqlBackend, C: ConnectionTrait>(
@@ -121,7 +124,10 @@ pub(crate) async fn load<B: SqlBackend>(
                 Detail::Raw => {
                     Some(ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() })
                 }
-                Detail::Planned => match workflows.get(&exec.workflow) {
+                Detail::Planned | Detail::PlannedOrRaw => match workflows.get(&exec.workflow) {
+                    None if detail == Detail::PlannedOrRaw => {
+                        Some(ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() })
+                    }
                     None => None,
                     Some(wf) => {
                         if wf.needs_context() {

@@ -17,6 +17,18 @@
 //!
 //! A task's output context is its input context as the task left it, so data
 //! flows down the graph and accumulates.
+//!
+//! # What a value may be
+//!
+//! Anything that serializes to JSON, with two limits checked where the
+//! value enters ([`insert`](Context::insert), [`update`](Context::update),
+//! [`set`](Context::set), [`TryFrom<Value>`](Context#impl-TryFrom<Value>-for-Context)):
+//! numbers must be finite (JSON has no NaN or infinity; they are refused,
+//! never stored as `null`), and arrays / objects may nest at most
+//! [`Context::MAX_DEPTH`] levels deep (a deeper value could be stored but
+//! not read back).
+
+mod probe;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,6 +71,14 @@ pub enum ContextError {
         /// What serde said.
         message: String,
     },
+    /// A value nested deeper than [`Context::MAX_DEPTH`].
+    #[error("value for context key `{key}` nests arrays / objects deeper than the limit of {max} levels")]
+    TooDeep {
+        /// The key.
+        key: String,
+        /// The limit ([`Context::MAX_DEPTH`]).
+        max: usize,
+    },
     /// A serialized context was not a JSON object.
     #[error("a context must be a JSON object: {message}")]
     InvalidJson {
@@ -89,14 +109,33 @@ pub struct Context {
 }
 
 impl Context {
+    /// How deep a value may nest arrays and objects (100 levels): deeper
+    /// values are refused with [`ContextError::TooDeep`].
+    pub const MAX_DEPTH: usize = 100;
+
     /// An empty context.
     pub fn new() -> Self {
         Self::default()
     }
 
     fn to_value<T: Serialize>(key: &str, value: T) -> Result<Value, ContextError> {
+        probe::probe(&value, Self::MAX_DEPTH).map_err(|p| match p {
+            probe::Problem::TooDeep => ContextError::TooDeep { key: key.to_owned(), max: Self::MAX_DEPTH },
+            other => ContextError::NotSerializable { key: key.to_owned(), message: other.to_string() },
+        })?;
         serde_json::to_value(value)
             .map_err(|e| ContextError::NotSerializable { key: key.to_owned(), message: e.to_string() })
+    }
+
+    /// Checks every value against [`Context::MAX_DEPTH`], without
+    /// recursion (a context built by deserializing may hold anything).
+    pub fn check(&self) -> Result<(), ContextError> {
+        for (key, value) in &self.data {
+            if depth_exceeds(value, Self::MAX_DEPTH) {
+                return Err(ContextError::TooDeep { key: key.clone(), max: Self::MAX_DEPTH });
+            }
+        }
+        Ok(())
     }
 
     /// Adds a new key. Fails with [`ContextError::KeyExists`] if the key is
@@ -249,11 +288,35 @@ impl fmt::Debug for Context {
     }
 }
 
+/// Whether `value` nests arrays / objects deeper than `max`, found with an
+/// explicit stack (the value may be too deep to recurse into).
+fn depth_exceeds(value: &Value, max: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(a) => Box::new(a.iter()),
+            Value::Object(m) => Box::new(m.values()),
+            _ => continue,
+        };
+        if depth + 1 > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, depth + 1)));
+    }
+    false
+}
+
+/// An object becomes a context; its values are checked against
+/// [`Context::MAX_DEPTH`].
 impl TryFrom<Value> for Context {
     type Error = ContextError;
     fn try_from(value: Value) -> Result<Self, Self::Error> {
         match value {
-            Value::Object(map) => Ok(Self { data: map.into_iter().collect() }),
+            Value::Object(map) => {
+                let ctx = Self { data: map.into_iter().collect() };
+                ctx.check()?;
+                Ok(ctx)
+            }
             other => {
                 Err(ContextError::InvalidJson { message: format!("expected an object, found {}", json_kind(&other)) })
             }
@@ -262,8 +325,33 @@ impl TryFrom<Value> for Context {
 }
 
 impl From<Context> for Value {
-    fn from(ctx: Context) -> Self {
-        Value::Object(ctx.data.into_iter().collect())
+    fn from(mut ctx: Context) -> Self {
+        Value::Object(std::mem::take(&mut ctx.data).into_iter().collect())
+    }
+}
+
+/// Values are taken apart with an explicit stack: a deeply nested value
+/// (which the checks refuse, but which a task may still hand back) would
+/// otherwise overflow the stack of the thread that drops it.
+impl Drop for Context {
+    fn drop(&mut self) {
+        let mut stack: Vec<Value> = Vec::new();
+        for (_, v) in std::mem::take(&mut self.data) {
+            if matches!(v, Value::Array(_) | Value::Object(_)) {
+                stack.push(v);
+            }
+            while let Some(v) = stack.pop() {
+                match v {
+                    Value::Array(a) => {
+                        stack.extend(a.into_iter().filter(|c| matches!(c, Value::Array(_) | Value::Object(_))))
+                    }
+                    Value::Object(m) => stack.extend(
+                        m.into_iter().map(|(_, c)| c).filter(|c| matches!(c, Value::Array(_) | Value::Object(_))),
+                    ),
+                    _ => {}
+                }
+            }
+        }
     }
 }
 
@@ -322,6 +410,70 @@ mod tests {
         let mut c = Context::new();
         assert!(matches!(c.insert("bad", m), Err(ContextError::NotSerializable { key, .. }) if key == "bad"));
         assert!(!c.contains_key("bad"));
+    }
+
+    fn nested(depth: usize) -> Value {
+        let mut v = Value::from(1);
+        for _ in 0..depth {
+            v = Value::Array(vec![v]);
+        }
+        v
+    }
+
+    #[test]
+    fn non_finite_numbers_are_refused_not_stored_as_null() {
+        let mut c = Context::new();
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let e = c.set("x", bad).unwrap_err();
+            assert!(
+                matches!(&e, ContextError::NotSerializable { key, message } if key == "x" && message.contains("finite")),
+                "{e}"
+            );
+        }
+        // Nested inside a structure, and as f32, too.
+        assert!(matches!(c.insert("v", vec![1.0, f64::NAN]), Err(ContextError::NotSerializable { .. })));
+        assert!(matches!(c.insert("f", Some(f32::INFINITY)), Err(ContextError::NotSerializable { .. })));
+        assert!(c.is_empty(), "nothing was stored");
+        c.set("ok", 1.5f64).unwrap();
+        assert_eq!(c.get_as::<f64>("ok").unwrap(), 1.5);
+    }
+
+    #[test]
+    fn values_nested_past_the_limit_are_refused() {
+        let mut c = Context::new();
+        c.set("at_limit", nested(Context::MAX_DEPTH)).unwrap();
+        let text = c.to_json();
+        assert_eq!(Context::from_json(&text).unwrap(), c, "a value at the limit reads back");
+        assert_eq!(
+            c.set("over", nested(Context::MAX_DEPTH + 1)),
+            Err(ContextError::TooDeep { key: "over".into(), max: Context::MAX_DEPTH })
+        );
+        let mut obj = serde_json::Map::new();
+        obj.insert("deep".into(), nested(Context::MAX_DEPTH + 1));
+        assert!(matches!(Context::try_from(Value::Object(obj)), Err(ContextError::TooDeep { .. })));
+    }
+
+    #[test]
+    fn a_value_ten_thousand_deep_is_refused_on_a_small_stack() {
+        // A runtime worker's stack (2 MiB) must survive the check: the
+        // probe stops at the limit instead of recursing all the way down.
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(|| {
+                let deep = nested(10_000);
+                let mut c = Context::new();
+                assert!(matches!(c.set("deep", &deep), Err(ContextError::TooDeep { .. })));
+                // A context holding it (as a deserialized one could) is
+                // refused by the check and dropped without recursion.
+                let mut obj = serde_json::Map::new();
+                obj.insert("deep".into(), deep);
+                assert!(matches!(Context::try_from(Value::Object(obj)), Err(ContextError::TooDeep { .. })));
+                let held: Context = serde_json::from_value(serde_json::json!({"ok": 1})).unwrap();
+                assert!(held.check().is_ok());
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     #[test]
