@@ -36,7 +36,8 @@
 //! * [`retry`], [`trigger`], [`recovery`] — policies as values.
 //! * [`plan`] and [`step`] — the pure transaction logic every storage adapter shares.
 //! * [`ports`] — the storage traits.
-//! * [`tenant`] — the tenant-name rule; [`clock`] — time and randomness as inputs.
+//! * [`tenant`] — the tenant-name rule; [`clock`] — time and randomness as inputs;
+//!   [`redact`] — URLs without their passwords.
 
 pub mod clock;
 pub mod context;
@@ -44,6 +45,7 @@ pub mod ids;
 pub mod plan;
 pub mod ports;
 pub mod recovery;
+pub mod redact;
 pub mod retry;
 pub mod schedule;
 pub mod state;
@@ -57,6 +59,7 @@ pub use clock::{Clock, FixedRandom, ManualClock, RandomSource, SeededRandom, Sys
 pub use context::{Context, ContextError};
 pub use ids::{ExecutionId, FencingToken, InvalidRunnerId, RunnerId, TaskExecutionId, Timestamp};
 pub use recovery::{OwnerStatus, RecoveryDecision, RecoveryPolicy, RecoveryPolicyError};
+pub use redact::redact_url;
 pub use retry::{
     Backoff, GiveUpReason, RetryCondition, RetryDecision, RetryPolicy, RetryPolicyBuilder, RetryPolicyError,
 };

@@ -607,6 +607,12 @@ pub trait ExecutionStore: Send + Sync {
     /// The task rows of an execution, in topological order of creation.
     async fn tasks(&self, id: ExecutionId) -> StorageResult<Vec<TaskRecord>>;
 
+    /// Of the given executions, those whose rows cannot be read (the
+    /// execution row or any of its task rows), each with the
+    /// [`StorageError::CorruptRow`] naming the first bad row. Missing ids are
+    /// omitted.
+    async fn unreadable(&self, ids: &[ExecutionId]) -> StorageResult<Vec<(ExecutionId, StorageError)>>;
+
     /// Output contexts of completed tasks of an execution, by task id; only
     /// the named tasks (all completed ones when `names` is empty).
     async fn outputs(&self, id: ExecutionId, names: &[String]) -> StorageResult<HashMap<String, Context>>;
@@ -804,6 +810,13 @@ impl ScheduleRecord {
         }
     }
 
+    /// Whether the schedule is *stalled* at `now`: unpaused, with a tick
+    /// that is due by more than its misfire threshold — no runner has
+    /// been firing it (none that registers its workflow is running).
+    pub fn is_stalled(&self, now: Timestamp) -> bool {
+        !self.paused && self.next_tick.is_some_and(|t| now.since(t) > self.schedule.misfire())
+    }
+
     /// Pauses or resumes at `now`; a resumed schedule continues from `now`.
     /// Returns whether anything changed.
     pub fn set_paused(&mut self, paused: bool, now: Timestamp) -> bool {
@@ -838,6 +851,9 @@ pub struct ScheduleReport {
     pub fired: Vec<ScheduleFiring>,
     /// Missed ticks the catch-up policies dropped.
     pub skipped_ticks: usize,
+    /// Due ticks that already had an execution (their record existed):
+    /// nothing was started for them; the other schedules fired as usual.
+    pub duplicate_ticks: Vec<DuplicateTick>,
     /// Schedules left alone because their workflow is not among those the
     /// caller knows (another runner may fire them).
     pub unknown_workflow: Vec<String>,
@@ -845,6 +861,15 @@ pub struct ScheduleReport {
     pub unreadable: Vec<UnreadableSchedule>,
     /// What the new executions changed.
     pub effects: Effects,
+}
+
+/// A tick [`Schedules::fire_schedules`] found already recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DuplicateTick {
+    /// The schedule.
+    pub schedule: String,
+    /// The tick.
+    pub tick: Timestamp,
 }
 
 /// A stored schedule [`Schedules::fire_schedules`] could not read.
@@ -913,12 +938,16 @@ pub trait Schedules: Send + Sync {
 
     /// Starts the executions of every due tick of the unpaused schedules
     /// whose workflow is in `workflows`, after each schedule's catch-up
-    /// policy: each tick's record and execution in one transaction.
+    /// policy: each tick's record and execution in one transaction. A tick
+    /// already recorded starts nothing and is reported in
+    /// [`ScheduleReport::duplicate_ticks`]; it never stops the others.
     async fn fire_schedules(&self, workflows: &WorkflowSet, now: Timestamp) -> StorageResult<ScheduleReport>;
 
     /// Records a trigger firing and creates its execution in one
     /// transaction, unless (without `allow_concurrent`) an execution of an
-    /// identical earlier firing is still unfinished.
+    /// identical earlier firing is still unfinished. Idempotent by the
+    /// firing's execution id: a retry of a firing that was recorded (its
+    /// commit's answer lost) is `Fired` again and creates nothing.
     async fn fire_trigger(
         &self,
         firing: TriggerFiring,

@@ -5,26 +5,7 @@ use std::str::FromStr;
 use cloacina_core::ports::StorageError;
 use sqlx::postgres::PgConnectOptions;
 
-/// Replaces the password of a URL, if any, with `***`. Safe to log.
-///
-/// ```
-/// use cloacina_postgres::redact_url;
-/// assert_eq!(redact_url("postgres://app:s3cret@db:5432/prod"), "postgres://app:***@db:5432/prod");
-/// assert_eq!(redact_url("postgres://db/prod"), "postgres://db/prod");
-/// ```
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => match authority[..at].find(':') {
-            Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &authority[..colon], &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+pub use cloacina_core::redact_url;
 
 /// Parses a `postgres://` or `postgresql://` URL.
 pub(crate) fn parse(url: &str) -> Result<PgConnectOptions, StorageError> {
@@ -48,13 +29,6 @@ pub(crate) fn describe(o: &PgConnectOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redaction() {
-        assert_eq!(redact_url("postgresql://u:p%40ss@h/d?sslmode=require"), "postgresql://u:***@h/d?sslmode=require");
-        assert_eq!(redact_url("postgres://u:p@ss@h/d"), "postgres://u:***@h/d");
-        assert_eq!(redact_url("not a url"), "not a url");
-    }
 
     #[test]
     fn invalid_urls_never_echo_the_password() {

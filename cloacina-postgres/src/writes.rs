@@ -11,6 +11,7 @@
 use cloacina_core::Timestamp;
 use cloacina_core::ports::Notification;
 use cloacina_core::step::Writes;
+use cloacina_sql::rows::{storable, storable_text};
 use cloacina_sql::writes::task_placement;
 use cloacina_sql::{SqlBackend, TxError};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
@@ -100,7 +101,8 @@ pub(crate) async fn apply(
         .map(|e| {
             json!({
                 "id": e.id.0, "workflow_name": e.workflow.name, "workflow_version": e.workflow.version,
-                "state": e.state.as_str(), "input": e.input.to_json(), "error": e.error, "origin": e.origin,
+                "state": e.state.as_str(), "input": e.input.to_json(), "error": storable(e.error.as_ref()),
+                "origin": storable_text(&e.origin),
                 "created_at": e.created_at.0, "updated_at": e.updated_at.0, "finished_at": e.finished_at.map(|t| t.0),
             })
         })
@@ -117,7 +119,7 @@ pub(crate) async fn apply(
                 "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
                 "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
                 "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
-                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": t.error,
+                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": storable(t.error.as_ref()),
                 "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
             })
         })
@@ -132,7 +134,7 @@ pub(crate) async fn apply(
                 "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
                 "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
                 "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
-                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": t.error,
+                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": storable(t.error.as_ref()),
                 "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
                 "expect_state": tw.expect_state.as_str(), "expect_token": tw.expect_token.0,
             })
@@ -143,7 +145,7 @@ pub(crate) async fn apply(
         .iter()
         .map(|x| {
             json!({
-                "id": x.id.0, "state": x.state.as_str(), "error": x.error,
+                "id": x.id.0, "state": x.state.as_str(), "error": storable(x.error.as_ref()),
                 "finished_at": x.finished_at.map(|t| t.0), "expect_state": x.expect_state.as_str(),
             })
         })
@@ -160,7 +162,7 @@ pub(crate) async fn apply(
             json!({
                 "execution_id": e.execution_id.0, "kind": e.kind.as_str(), "task_name": e.task,
                 "task_execution_id": e.task_execution_id.map(|t| t.0), "from_state": e.from, "to_state": e.to,
-                "detail": e.detail, "at": e.at.0,
+                "detail": storable(e.detail.as_ref()), "at": e.at.0,
             })
         })
         .collect();

@@ -6,7 +6,7 @@ use cloacina_core::ports::Storage;
 
 use crate::config::RunnerConfig;
 use crate::error::{Result, RunnerError};
-use crate::runner::redact;
+use cloacina_core::redact_url as redact;
 
 pub(crate) async fn open_storage(config: &RunnerConfig) -> Result<Arc<dyn Storage>> {
     let url = config.database_url.as_str();

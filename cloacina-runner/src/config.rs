@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use cloacina_core::{Clock, RandomSource, RecoveryPolicy, RunnerId, SystemClock, TenantName, Workflow};
 
+use crate::engine::state::FaultHook;
 use crate::error::{Result, RunnerError};
 use crate::runner::DefaultRunner;
 
 /// Validated settings of a runner. Built by [`DefaultRunnerBuilder`].
-#[derive(Debug, Clone)]
+/// Its `Debug` output shows the database URL without its password.
+#[derive(Clone)]
 pub struct RunnerConfig {
     pub(crate) database_url: String,
     pub(crate) tenant: Option<TenantName>,
@@ -27,6 +29,39 @@ pub struct RunnerConfig {
     pub(crate) schedule_poll_interval: Duration,
     pub(crate) connect_timeout: Duration,
 }
+
+impl std::fmt::Debug for RunnerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerConfig")
+            .field("database_url", &cloacina_core::redact_url(&self.database_url))
+            .field("tenant", &self.tenant)
+            .field("enable_recovery", &self.enable_recovery)
+            .field("max_concurrent_tasks", &self.max_concurrent_tasks)
+            .field("default_task_timeout", &self.default_task_timeout)
+            .field("recovery", &self.recovery)
+            .field("recovery_interval", &self.recovery_interval)
+            .field("pool_size", &self.pool_size)
+            .field("runner_id", &self.runner_id)
+            .field("runner_name", &self.runner_name)
+            .field("context_size_limit", &self.context_size_limit)
+            .field("shutdown_grace_period", &self.shutdown_grace_period)
+            .field("fallback_poll_interval", &self.fallback_poll_interval)
+            .field("schedule_poll_interval", &self.schedule_poll_interval)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+/// The largest `max_concurrent_tasks`.
+pub const MAX_CONCURRENT_TASKS: usize = 65_536;
+/// The largest `pool_size`.
+pub const MAX_POOL_SIZE: u32 = 1_000;
+/// The longest interval, lease, grace period or connect timeout (24 h).
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// The longest `default_task_timeout` (30 days).
+pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The largest `context_size_limit` (1 GiB).
+pub const MAX_CONTEXT_SIZE: usize = 1 << 30;
 
 impl RunnerConfig {
     /// The tenant (`None`: PostgreSQL `public` / the base SQLite file).
@@ -86,6 +121,7 @@ pub struct DefaultRunnerBuilder {
     workflows: Vec<Workflow>,
     clock: Arc<dyn Clock>,
     random: Option<Arc<dyn RandomSource>>,
+    fault_hook: Option<FaultHook>,
 }
 
 impl Default for DefaultRunnerBuilder {
@@ -111,6 +147,7 @@ impl Default for DefaultRunnerBuilder {
             workflows: Vec::new(),
             clock: Arc::new(SystemClock),
             random: None,
+            fault_hook: None,
         }
     }
 }
@@ -118,7 +155,7 @@ impl Default for DefaultRunnerBuilder {
 impl std::fmt::Debug for DefaultRunnerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DefaultRunnerBuilder")
-            .field("database_url", &self.database_url.as_deref().map(crate::runner::redact))
+            .field("database_url", &self.database_url.as_deref().map(cloacina_core::redact_url))
             .field("schema", &self.schema)
             .field("max_concurrent_tasks", &self.max_concurrent_tasks)
             .finish_non_exhaustive()
@@ -151,13 +188,13 @@ impl DefaultRunnerBuilder {
         self
     }
     /// Maximum task bodies running at once in this runner. Default 32.
-    /// Must be at least 1.
+    /// From 1 to [`MAX_CONCURRENT_TASKS`] (65,536).
     pub fn max_concurrent_tasks(mut self, n: usize) -> Self {
         self.max_concurrent_tasks = n;
         self
     }
     /// Timeout of each attempt of tasks that set none themselves. Default:
-    /// none. Must be positive when set.
+    /// none. Positive and at most [`MAX_TASK_TIMEOUT`] (30 days) when set.
     pub fn default_task_timeout(mut self, d: Duration) -> Self {
         self.default_task_timeout = Some(d);
         self
@@ -188,7 +225,7 @@ impl DefaultRunnerBuilder {
         self
     }
     /// Database connections (PostgreSQL pool; SQLite read pool). Default 10.
-    /// Must be at least 1.
+    /// From 1 to [`MAX_POOL_SIZE`] (1,000).
     pub fn pool_size(mut self, n: u32) -> Self {
         self.pool_size = n;
         self
@@ -207,15 +244,17 @@ impl DefaultRunnerBuilder {
         self.runner_name = Some(name.to_owned());
         self
     }
-    /// The largest output context (serialized JSON bytes) a task may
-    /// return; a larger one fails the attempt. Default 16 MiB. Must be
-    /// positive.
+    /// The largest context (serialized JSON bytes) an execution may be
+    /// started with (a larger input is refused by `execute`) and a task may
+    /// return (a larger output fails the attempt). Default 16 MiB. From 1
+    /// byte to [`MAX_CONTEXT_SIZE`] (1 GiB).
     pub fn context_size_limit(mut self, bytes: usize) -> Self {
         self.context_size_limit = bytes;
         self
     }
     /// How long `shutdown` lets running tasks finish before it cancels them
-    /// and releases their leases. Default 30 s.
+    /// and releases their leases. Default 30 s. At most [`MAX_INTERVAL`]
+    /// (24 h); zero cancels them at once.
     pub fn shutdown_grace_period(mut self, d: Duration) -> Self {
         self.shutdown_grace_period = d;
         self
@@ -256,15 +295,47 @@ impl DefaultRunnerBuilder {
         self.random = Some(r);
         self
     }
+    /// For Cloacina's own tests: a hook every background loop calls with
+    /// its name on each round (a test makes one panic). Not part of the
+    /// API.
+    #[doc(hidden)]
+    pub fn fault_hook(mut self, hook: Arc<dyn Fn(&'static str) + Send + Sync>) -> Self {
+        self.fault_hook = Some(hook);
+        self
+    }
 
     pub(crate) fn validate(&self) -> Result<RunnerConfig> {
         let url = self.database_url.clone().ok_or_else(|| RunnerError::config("database_url", "is required"))?;
         let tenant = self.schema.as_deref().map(TenantName::parse).transpose()?;
-        if self.max_concurrent_tasks == 0 {
-            return Err(RunnerError::config("max_concurrent_tasks", "must be at least 1, got 0"));
+        if !(1..=MAX_CONCURRENT_TASKS).contains(&self.max_concurrent_tasks) {
+            return Err(RunnerError::config(
+                "max_concurrent_tasks",
+                format!("must be from 1 to {MAX_CONCURRENT_TASKS}, got {}", self.max_concurrent_tasks),
+            ));
         }
-        if self.default_task_timeout == Some(Duration::ZERO) {
-            return Err(RunnerError::config("default_task_timeout", "must be positive"));
+        if let Some(t) = self.default_task_timeout {
+            if t.is_zero() {
+                return Err(RunnerError::config("default_task_timeout", "must be positive"));
+            }
+            if t > MAX_TASK_TIMEOUT {
+                return Err(RunnerError::config(
+                    "default_task_timeout",
+                    format!("must be at most 30 days ({MAX_TASK_TIMEOUT:?}), got {t:?}"),
+                ));
+            }
+        }
+        for (name, d) in [
+            ("lease_ttl", self.lease_ttl),
+            ("heartbeat_interval", self.heartbeat_interval),
+            ("recovery_interval", self.recovery_interval),
+            ("fallback_poll_interval", self.fallback_poll_interval),
+            ("schedule_poll_interval", self.schedule_poll_interval),
+            ("connect_timeout", self.connect_timeout),
+            ("shutdown_grace_period", self.shutdown_grace_period),
+        ] {
+            if d > MAX_INTERVAL {
+                return Err(RunnerError::config(name, format!("must be at most 24 h ({MAX_INTERVAL:?}), got {d:?}")));
+            }
         }
         let recovery =
             RecoveryPolicy::new(self.lease_ttl, self.heartbeat_interval, self.max_recoveries).map_err(|e| match e {
@@ -286,11 +357,17 @@ impl DefaultRunnerBuilder {
                 return Err(RunnerError::config(name, "must be positive"));
             }
         }
-        if self.pool_size == 0 {
-            return Err(RunnerError::config("pool_size", "must be at least 1, got 0"));
+        if !(1..=MAX_POOL_SIZE).contains(&self.pool_size) {
+            return Err(RunnerError::config(
+                "pool_size",
+                format!("must be from 1 to {MAX_POOL_SIZE}, got {}", self.pool_size),
+            ));
         }
-        if self.context_size_limit == 0 {
-            return Err(RunnerError::config("context_size_limit", "must be at least 1 byte"));
+        if !(1..=MAX_CONTEXT_SIZE).contains(&self.context_size_limit) {
+            return Err(RunnerError::config(
+                "context_size_limit",
+                format!("must be from 1 byte to {MAX_CONTEXT_SIZE} bytes (1 GiB), got {}", self.context_size_limit),
+            ));
         }
         let runner_id = self
             .runner_id
@@ -323,8 +400,8 @@ impl DefaultRunnerBuilder {
     /// running. Returns once recovery at start-up is done.
     pub async fn build(self) -> Result<DefaultRunner> {
         let config = self.validate()?;
-        let random = self.random.unwrap_or_else(|| Arc::new(crate::runner::OsSeeded::new()));
-        DefaultRunner::start(config, self.workflows, self.clock, random).await
+        let random = self.random.unwrap_or_else(|| Arc::new(crate::engine::state::OsSeeded::new()));
+        DefaultRunner::start(config, self.workflows, self.clock, random, self.fault_hook).await
     }
 }
 
@@ -362,6 +439,58 @@ mod tests {
         assert_eq!(option_of(b().default_task_timeout(Duration::ZERO).validate()), "default_task_timeout");
         assert_eq!(option_of(b().runner_id("has space").validate()), "runner_id");
         assert!(matches!(b().schema("bad-name").validate(), Err(RunnerError::InvalidTenant(_))));
+    }
+
+    #[test]
+    fn values_past_their_range_are_errors_that_state_it() {
+        let reason = |r: Result<RunnerConfig>| match r {
+            Err(RunnerError::InvalidConfig { option, reason }) => format!("{option}: {reason}"),
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        };
+        assert_eq!(
+            reason(b().max_concurrent_tasks(usize::MAX).validate()),
+            format!("max_concurrent_tasks: must be from 1 to 65536, got {}", usize::MAX)
+        );
+        assert_eq!(
+            reason(b().pool_size(u32::MAX).validate()),
+            format!("pool_size: must be from 1 to 1000, got {}", u32::MAX)
+        );
+        assert!(
+            reason(b().shutdown_grace_period(Duration::MAX).validate())
+                .starts_with("shutdown_grace_period: must be at most 24 h")
+        );
+        assert!(reason(b().lease_ttl(Duration::MAX).validate()).starts_with("lease_ttl: must be at most 24 h"));
+        assert!(
+            reason(b().connect_timeout(Duration::MAX).validate()).starts_with("connect_timeout: must be at most 24 h")
+        );
+        assert!(
+            reason(b().default_task_timeout(Duration::MAX).validate())
+                .starts_with("default_task_timeout: must be at most 30 days")
+        );
+        assert!(
+            reason(b().context_size_limit(usize::MAX).validate())
+                .starts_with("context_size_limit: must be from 1 byte")
+        );
+        // The largest allowed values are accepted.
+        let ok = b()
+            .max_concurrent_tasks(MAX_CONCURRENT_TASKS)
+            .pool_size(MAX_POOL_SIZE)
+            .shutdown_grace_period(MAX_INTERVAL)
+            .default_task_timeout(MAX_TASK_TIMEOUT)
+            .context_size_limit(MAX_CONTEXT_SIZE)
+            .validate()
+            .unwrap();
+        assert_eq!(ok.max_concurrent_tasks(), MAX_CONCURRENT_TASKS);
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_password() {
+        let c = DefaultRunnerBuilder::default().database_url("postgres://app:hunter2@db:5432/app").validate().unwrap();
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("postgres://app:***@db:5432/app"), "{text}");
+        let b = format!("{:?}", DefaultRunnerBuilder::default().database_url("postgres:/app:hunter2@db/app"));
+        assert!(!b.contains("hunter2") && b.contains("app:***@db"), "{b}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use cloacina_core::ports::StorageError;
 use cloacina_core::schedule::ScheduleError;
-use cloacina_core::{ExecutionId, TenantNameError, WorkflowError};
+use cloacina_core::{ContextError, ExecutionId, TaskExecutionId, TenantNameError, WorkflowError};
 
 /// Why a runner call failed. A workflow that *ran* and failed is not an
 /// error: [`execute`](crate::DefaultRunner::execute) returns its result
@@ -85,6 +85,44 @@ pub enum RunnerError {
         id: ExecutionId,
         /// How long it waited.
         waited: std::time::Duration,
+    },
+    /// An input context that cannot be stored (see [`ContextError`]).
+    #[error(transparent)]
+    InvalidContext(#[from] ContextError),
+    /// An input context larger than `context_size_limit`; nothing was
+    /// stored.
+    #[error(
+        "the input context is {size} bytes of JSON, more than context_size_limit ({limit} bytes); nothing was stored"
+    )]
+    InputTooLarge {
+        /// Its serialized size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A task of the execution finished, but storage refuses to take its
+    /// result (read-only or full database, unreadable rows, a dropped
+    /// schema). The runner keeps the result and retries it, and the task
+    /// stays leased to it: the execution goes on once storage takes it.
+    #[error(
+        "execution {execution} cannot finish for now: the result of its task row {task} cannot be written \
+         ({problem}); the runner keeps retrying it"
+    )]
+    ResultNotWritten {
+        /// The execution.
+        execution: ExecutionId,
+        /// The task row whose result is kept.
+        task: TaskExecutionId,
+        /// What storage said.
+        problem: String,
+    },
+    /// The runner failed and stopped: one of its background loops panicked
+    /// or ended. It no longer heartbeats (other runners take its tasks
+    /// over); every call returns this error, `shutdown` included.
+    #[error("{message}")]
+    Fatal {
+        /// What happened.
+        message: String,
     },
     /// The storage failed.
     #[error(transparent)]

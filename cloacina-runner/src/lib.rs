@@ -60,20 +60,24 @@ mod result;
 mod runner;
 mod schedules;
 
-pub use config::{DefaultRunnerBuilder, RunnerConfig};
+pub use config::{
+    DefaultRunnerBuilder, MAX_CONCURRENT_TASKS, MAX_CONTEXT_SIZE, MAX_INTERVAL, MAX_POOL_SIZE, MAX_TASK_TIMEOUT,
+    RunnerConfig,
+};
 pub use error::{Result, RunnerError};
 pub use result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};
 pub use runner::DefaultRunner;
 
 pub use cloacina_core::ports::{
-    EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, ScheduleRecord, StorageError,
+    DuplicateTick, EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, ScheduleRecord,
+    StorageError,
 };
 pub use cloacina_core::schedule::{CatchUp, CronSchedule, ScheduleError, Trigger, TriggerPoll, TriggerSpec};
 pub use cloacina_core::{
     Backoff, Cancellation, Context, ContextError, ErrorClass, ExecutionId, RetryCondition, RetryPolicy,
     RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
     TenantNameError, Timestamp, TriggerRule, ValueCondition, Workflow, WorkflowBuilder, WorkflowError, WorkflowState,
-    task_fn, task_fn_with_run,
+    redact_url, task_fn, task_fn_with_run,
 };
 
 /// For implementing [`Trigger`] (and [`Task`]) on your own types.

@@ -1,12 +1,16 @@
-//! What the runner hands back: results, handles, event streams.
+//! What the runner hands back: results, handles, event streams; and how a
+//! result is assembled from stored rows (in one place, whether the rows
+//! come from storage or from the transaction that finished the execution).
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use cloacina_core::ports::ExecutionEvent;
-use cloacina_core::{Context, ExecutionId, TaskState, Timestamp, WorkflowState};
+use cloacina_core::ports::{ExecutionEvent, ExecutionRecord, FinishedSnapshot, TaskRecord};
+use cloacina_core::{Context, ExecutionId, TaskState, Timestamp, Workflow, WorkflowState, plan};
 use tokio::sync::broadcast;
 
-use crate::error::Result;
+use crate::engine::state::Inner;
+use crate::error::{Result, RunnerError};
 use crate::runner::DefaultRunner;
 
 /// How one task of an execution ended (or stands).
@@ -123,4 +127,101 @@ impl EventStream {
     pub fn missed(&self) -> u64 {
         self.missed
     }
+}
+
+/// The task states of `tasks` by the workflow's task index, if the rows are
+/// exactly the workflow's tasks.
+fn states_of(wf: &Workflow, tasks: &[TaskRecord]) -> Option<Vec<TaskState>> {
+    if wf.len() != tasks.len() {
+        return None;
+    }
+    let mut states = vec![TaskState::NotStarted; wf.len()];
+    for t in tasks {
+        states[wf.index_of(&t.name)?] = t.state;
+    }
+    Some(states)
+}
+
+/// The outputs the final context is made of: those of the workflow's
+/// frontier (see [`plan::frontier`]), or — for a workflow this runner does
+/// not know — every completed task's (`None`).
+fn needed_outputs(wf: Option<&Workflow>, tasks: &[TaskRecord]) -> Option<Vec<String>> {
+    let wf = wf?;
+    let states = states_of(wf, tasks)?;
+    Some(plan::frontier(wf, &states).into_iter().map(|i| wf.tasks()[i].id().to_owned()).collect())
+}
+
+/// Builds a result from an execution's rows and the outputs its final
+/// context needs ([`needed_outputs`]).
+fn assemble(
+    wf: Option<&Workflow>,
+    exec: ExecutionRecord,
+    mut tasks: Vec<TaskRecord>,
+    outputs: &HashMap<String, Context>,
+) -> ExecutionResult {
+    let known = wf.and_then(|wf| states_of(wf, &tasks).map(|states| (wf, states)));
+    let context = match &known {
+        Some((wf, states)) => {
+            let by_index: HashMap<usize, Context> =
+                outputs.iter().filter_map(|(n, c)| wf.index_of(n).map(|i| (i, c.clone()))).collect();
+            plan::final_context(wf, states, plan::ContextSource { input: &exec.input, outputs: &by_index })
+        }
+        // A version this runner does not know: every completed output, in
+        // stored (topological) order.
+        None if outputs.is_empty() => exec.input.clone(),
+        None => Context::merge_outputs(tasks.iter().filter_map(|t| outputs.get(&t.name))),
+    };
+    if let Some((wf, _)) = known {
+        tasks.sort_by_key(|t| wf.index_of(&t.name));
+    }
+    ExecutionResult {
+        id: exec.id,
+        workflow: exec.workflow.name,
+        workflow_version: exec.workflow.version,
+        status: exec.state,
+        context,
+        tasks: tasks
+            .into_iter()
+            .map(|t| TaskOutcome {
+                task: t.name,
+                state: t.state,
+                attempts: if t.started_at.is_none() { 0 } else { t.attempt },
+                recoveries: t.recovery_count,
+                error: t.error,
+            })
+            .collect(),
+        error: exec.error,
+        created_at: exec.created_at,
+        finished_at: exec.finished_at,
+    }
+}
+
+/// The result of execution `id`, read from storage (on the engine runtime).
+pub(crate) async fn load(inner: &Inner, id: ExecutionId) -> Result<ExecutionResult> {
+    let storage = &inner.storage;
+    let exec = storage.execution(id).await?.ok_or(RunnerError::ExecutionNotFound { id })?;
+    let tasks = storage.tasks(id).await?;
+    let wf = inner.workflow(&exec.workflow);
+    let outputs = match needed_outputs(wf.as_ref(), &tasks) {
+        Some(names) if names.is_empty() => HashMap::new(),
+        Some(names) => storage.outputs(id, &names).await?,
+        None => storage.outputs(id, &[]).await?,
+    };
+    Ok(assemble(wf.as_ref(), exec, tasks, &outputs))
+}
+
+/// The result from the rows the finishing transaction had, when they hold
+/// everything the final context needs.
+pub(crate) fn from_snapshot(inner: &Inner, s: &FinishedSnapshot) -> Option<ExecutionResult> {
+    let wf = inner.workflow(&s.execution.workflow)?;
+    let names = needed_outputs(Some(&wf), &s.tasks)?;
+    if names.is_empty() && !s.input_loaded {
+        return None;
+    }
+    let mut outputs = HashMap::with_capacity(names.len());
+    for n in names {
+        let c = s.outputs.get(&n)?.clone();
+        outputs.insert(n, c);
+    }
+    Some(assemble(Some(&wf), s.execution.clone(), s.tasks.clone(), &outputs))
 }

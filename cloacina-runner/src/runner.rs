@@ -1,207 +1,56 @@
-//! [`DefaultRunner`]: the public API and the state its loops share.
+//! [`DefaultRunner`]: the public API.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use cloacina_core::ports::{
-    ExecutionEvent, ExecutionFilter, ExecutionRecord, FinishedSnapshot, NewExecution, RunnerRegistration, Storage,
-    TaskReport,
-};
-use cloacina_core::{
-    Cancellation, Clock, Context, ExecutionId, RandomSource, RunnerId, SeededRandom, TaskExecutionId, TaskState,
-    Workflow, WorkflowRef, WorkflowSet, WorkflowState, plan,
-};
+use cloacina_core::ports::{ExecutionEvent, ExecutionFilter, ExecutionRecord, NewExecution, RunnerRegistration};
+use cloacina_core::{Clock, Context, ExecutionId, RandomSource, RunnerId, Workflow, WorkflowState};
 use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{DefaultRunnerBuilder, RunnerConfig};
-use crate::engine;
+use crate::engine::state::{FaultHook, Inner, Lifecycle, Registry, Runtimes, Submission, Work, Writes};
+use crate::engine::waiters::{Waiter, Waiters, Wake};
+use crate::engine::{self, EngineRuntime};
 use crate::error::{Result, RunnerError};
-use crate::result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};
+use crate::result::{self, EventStream, ExecutionHandle, ExecutionResult};
 
-/// Redacts a URL's password for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else { return url.to_owned() };
-    let rest = &url[scheme_end + 3..];
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => match rest[..at].find(':') {
-            Some(c) => format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..c], &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
-    }
-}
+/// Executions queued for the writer before `execute` waits for room.
+const SUBMIT_QUEUE: usize = 4 * engine::write::WRITE_BATCH;
 
-/// Jitter randomness seeded from the operating system.
-#[derive(Debug)]
-pub(crate) struct OsSeeded(SeededRandom);
-
-impl OsSeeded {
-    pub(crate) fn new() -> Self {
-        Self(SeededRandom::new(rand::random()))
-    }
-}
-
-impl RandomSource for OsSeeded {
-    fn next_unit(&self) -> f64 {
-        self.0.next_unit()
-    }
-}
-
-/// The workflows a runner knows.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    pub(crate) by_name: HashMap<String, Workflow>,
-    pub(crate) set: Arc<WorkflowSet>,
-}
-
-/// A task body this runner is running.
-#[derive(Debug)]
-pub(crate) struct Running {
-    pub(crate) execution: ExecutionId,
-    pub(crate) token: cloacina_core::FencingToken,
-    pub(crate) cancel: Cancellation,
-}
-
-/// What a waiter learns when its execution finishes.
-#[derive(Debug, Clone)]
-pub(crate) struct Finished {
-    /// The rows as the finishing call had them (when this runner finished it).
-    pub(crate) snapshot: Option<Arc<FinishedSnapshot>>,
-}
-
-/// A submission waiting for the submit loop.
-pub(crate) struct Submission {
-    pub(crate) execution: NewExecution,
-    pub(crate) reply: oneshot::Sender<Result<ExecutionId>>,
-}
-
-/// State shared by the runner's handle and its loops.
-pub(crate) struct Inner {
-    pub(crate) config: RunnerConfig,
-    pub(crate) storage: Arc<dyn Storage>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) random: Arc<dyn RandomSource>,
-    pub(crate) registry: RwLock<Registry>,
-    pub(crate) registration: RwLock<RunnerRegistration>,
-    /// One permit per task body allowed to run.
-    pub(crate) slots: Arc<Semaphore>,
-    /// Set when ready work may be waiting in storage.
-    pub(crate) backlog: AtomicBool,
-    /// Wakes the dispatcher.
-    pub(crate) wake: Notify,
-    pub(crate) submit_tx: mpsc::UnboundedSender<Submission>,
-    pub(crate) report_tx: mpsc::UnboundedSender<TaskReport>,
-    /// Reports sent but not yet written.
-    pub(crate) pending_reports: AtomicUsize,
-    pub(crate) reports_flushed: Notify,
-    pub(crate) running: Mutex<HashMap<TaskExecutionId, Running>>,
-    /// Tasks claimed by this runner whose outcome is not yet written.
-    pub(crate) leased: Mutex<HashMap<TaskExecutionId, cloacina_core::FencingToken>>,
-    pub(crate) running_changed: Notify,
-    pub(crate) waiters: Mutex<HashMap<ExecutionId, Vec<oneshot::Sender<Finished>>>>,
-    pub(crate) events: broadcast::Sender<ExecutionEvent>,
-    /// Shutdown phase 1: no new work is claimed or submitted.
-    pub(crate) stop_claiming: CancellationToken,
-    /// Shutdown phase 2: every loop ends.
-    pub(crate) stop_all: CancellationToken,
-    pub(crate) accepting: AtomicBool,
-    pub(crate) loops: Mutex<Vec<JoinHandle<()>>>,
-    /// Names of the triggers polled by this runner.
-    pub(crate) triggers: Mutex<std::collections::HashSet<String>>,
-}
-
-impl std::fmt::Debug for Inner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runner").field("storage", &self.storage.describe()).finish_non_exhaustive()
-    }
-}
-
-impl Inner {
-    pub(crate) fn now(&self) -> cloacina_core::Timestamp {
-        self.clock.now()
-    }
-
-    pub(crate) fn workflows(&self) -> Arc<WorkflowSet> {
-        self.registry.read().unwrap_or_else(|e| e.into_inner()).set.clone()
-    }
-
-    pub(crate) fn workflow(&self, r: &WorkflowRef) -> Option<Workflow> {
-        self.registry.read().unwrap_or_else(|e| e.into_inner()).set.get(r).cloned()
-    }
-
-    pub(crate) fn registration(&self) -> RunnerRegistration {
-        self.registration.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Marks that ready work may be waiting and wakes the dispatcher.
-    pub(crate) fn signal_work(&self) {
-        self.backlog.store(true, Ordering::SeqCst);
-        self.wake.notify_one();
-    }
-
-    pub(crate) fn publish(&self, events: &[ExecutionEvent]) {
-        if self.events.receiver_count() > 0 {
-            for e in events {
-                let _ = self.events.send(e.clone());
-            }
-        }
-    }
-
-    /// Tells local waiters that an execution finished.
-    pub(crate) fn finished(&self, id: ExecutionId, snapshot: Option<Arc<FinishedSnapshot>>) {
-        let waiting = self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-        for w in waiting.into_iter().flatten() {
-            let _ = w.send(Finished { snapshot: snapshot.clone() });
-        }
-    }
-
-    pub(crate) fn register_waiter(&self, id: ExecutionId) -> oneshot::Receiver<Finished> {
-        let (tx, rx) = oneshot::channel();
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).entry(id).or_default().push(tx);
-        rx
-    }
-
-    pub(crate) fn forget_waiters(&self, id: ExecutionId) {
-        self.waiters.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
-    }
-
-    /// Signals the running tasks of an execution to stop.
-    pub(crate) fn cancel_running(&self, id: ExecutionId) {
-        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        for r in running.values().filter(|r| r.execution == id) {
-            r.cancel.cancel();
-        }
-    }
-}
-
-/// Cancels the loops when the last handle of a runner is dropped without
+/// Stops the runner when the last handle of it is dropped without
 /// `shutdown`: nothing waits, nothing hangs; leases expire and are
-/// recovered by another runner.
+/// recovered by another runner. Owns the engine runtime.
 #[derive(Debug)]
 struct DropGuard {
     inner: Arc<Inner>,
+    engine: EngineRuntime,
 }
 
 impl Drop for DropGuard {
     fn drop(&mut self) {
-        if self.inner.accepting.swap(false, Ordering::SeqCst) {
-            self.inner.stop_claiming.cancel();
-            self.inner.stop_all.cancel();
-            let running = self.inner.running.lock().unwrap_or_else(|e| e.into_inner());
-            for r in running.values() {
-                r.cancel.cancel();
-            }
+        if self.inner.life.accepting.swap(false, Ordering::SeqCst) {
+            self.inner.life.stop_claiming.cancel();
+            self.inner.life.stop_all.cancel();
+            self.inner.cancel_all_running();
         }
+        self.engine.stop();
     }
 }
 
 /// Runs workflows durably, inside the application's process, on SQLite or
 /// PostgreSQL. Cheap to clone; all clones are the same runner.
+///
+/// The runner's own work — commits, claims, heartbeats, recovery, the
+/// supervision of task bodies — runs on threads of its own; task bodies and
+/// trigger polls run on the application's Tokio runtime (the one `build`
+/// was called on). A body that blocks its thread (`std::thread::sleep`,
+/// blocking I/O) therefore cannot delay the runner's heartbeats, but it does
+/// hold one of the application's worker threads — and with it the other
+/// bodies and tasks queued on that thread — for as long as it blocks, and a
+/// timeout cannot interrupt it until it next awaits. Run blocking work in
+/// `tokio::task::spawn_blocking`.
 ///
 /// ```no_run
 /// use cloacina_runner::{task_fn, Context, DefaultRunner, TaskError, TaskSpec, Workflow, WorkflowState};
@@ -224,7 +73,7 @@ impl Drop for DropGuard {
 #[derive(Clone, Debug)]
 pub struct DefaultRunner {
     pub(crate) inner: Arc<Inner>,
-    _guard: Arc<DropGuard>,
+    guard: Arc<DropGuard>,
 }
 
 impl DefaultRunner {
@@ -250,67 +99,98 @@ impl DefaultRunner {
         workflows: Vec<Workflow>,
         clock: Arc<dyn Clock>,
         random: Arc<dyn RandomSource>,
+        fault_hook: Option<FaultHook>,
     ) -> Result<Self> {
-        let storage = crate::backend::open_storage(&config).await?;
+        let app = tokio::runtime::Handle::current();
+        let (engine, engine_handle) = EngineRuntime::start()?;
+        // Connections are opened by the engine runtime, which alone uses them.
+        let opening = config.clone();
+        let storage = match engine_handle.spawn(async move { crate::backend::open_storage(&opening).await }).await {
+            Ok(r) => r?,
+            Err(e) => {
+                return Err(RunnerError::Fatal {
+                    message: format!("opening the storage panicked: {}", engine::execute::panic_text(e)),
+                });
+            }
+        };
         let registration = RunnerRegistration {
             id: config.runner_id.clone().unwrap_or_else(RunnerId::generate),
             name: config.runner_name.clone(),
             incarnation: uuid::Uuid::new_v4().simple().to_string(),
             lease_ttl: config.recovery.lease_ttl(),
         };
-        let (submit_tx, submit_rx) = mpsc::unbounded_channel();
-        let (report_tx, report_rx) = mpsc::unbounded_channel();
+        let (submit_tx, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
+        let (report_tx, report_rx) = mpsc::channel(config.max_concurrent_tasks.clamp(64, 4096));
         let inner = Arc::new(Inner {
-            slots: Arc::new(Semaphore::new(config.max_concurrent_tasks)),
+            work: Work {
+                slots: Arc::new(Semaphore::new(config.max_concurrent_tasks)),
+                backlog: AtomicBool::new(true),
+                wake: Notify::new(),
+                running: Mutex::new(HashMap::new()),
+                running_changed: Notify::new(),
+                leased: Mutex::new(HashMap::new()),
+            },
+            writes: Writes {
+                submit_tx,
+                report_tx,
+                pending_reports: AtomicUsize::new(0),
+                reports_flushed: Notify::new(),
+                unwritten: Mutex::new(HashMap::new()),
+            },
             config,
             storage,
             clock,
             random,
+            runtimes: Runtimes { engine: engine_handle, app },
             registry: RwLock::new(Registry::default()),
             registration: RwLock::new(registration),
-            backlog: AtomicBool::new(true),
-            wake: Notify::new(),
-            submit_tx,
-            report_tx,
-            pending_reports: AtomicUsize::new(0),
-            reports_flushed: Notify::new(),
-            running: Mutex::new(HashMap::new()),
-            leased: Mutex::new(HashMap::new()),
-            running_changed: Notify::new(),
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Arc::new(Waiters::default()),
             events: broadcast::channel(4096).0,
-            stop_claiming: CancellationToken::new(),
-            stop_all: CancellationToken::new(),
-            accepting: AtomicBool::new(true),
-            loops: Mutex::new(Vec::new()),
-            triggers: Mutex::new(std::collections::HashSet::new()),
+            life: Lifecycle::new(),
+            triggers: Mutex::new(HashSet::new()),
+            fault_hook,
         });
-        let runner = Self { _guard: Arc::new(DropGuard { inner: inner.clone() }), inner };
+        let runner = Self { guard: Arc::new(DropGuard { inner: inner.clone(), engine }), inner };
         for wf in workflows {
             runner.register_workflow(wf)?;
         }
-        let report = runner.inner.storage.open_report();
-        tracing::info!(
-            storage = %runner.inner.storage.describe(),
-            runner = %runner.inner.registration().id,
-            created = report.created,
-            migrations_applied = ?report.migrations_applied,
-            "runner starting"
-        );
-        if let Err(e) = runner.inner.storage.maintain().await {
-            tracing::debug!("storage maintenance failed: {e}");
-        }
-        engine::liveness::register(&runner.inner).await?;
-        if runner.inner.config.enable_recovery {
-            engine::liveness::recover_now(&runner.inner).await?;
-        }
-        engine::start_loops(&runner.inner, submit_rx, report_rx).await?;
+        let starting = runner.inner.clone();
+        runner
+            .inner
+            .on_engine(async move {
+                let report = starting.storage.open_report();
+                tracing::info!(
+                    storage = %starting.storage.describe(),
+                    runner = %starting.registration().id,
+                    created = report.created,
+                    migrations_applied = ?report.migrations_applied,
+                    "runner starting"
+                );
+                if let Err(e) = starting.storage.maintain().await {
+                    tracing::debug!("storage maintenance failed: {e}");
+                }
+                engine::liveness::register(&starting).await?;
+                if starting.config.enable_recovery {
+                    // Every dead runner's tasks, of every workflow: requeueing
+                    // needs no workflow code.
+                    engine::liveness::recover_now(&starting).await?;
+                }
+                engine::start_loops(&starting, submit_rx, report_rx).await
+            })
+            .await?;
         Ok(runner)
     }
 
     /// Registers a workflow on this runner (never process-wide). The same
     /// workflow again is accepted; a different shape under a registered
     /// name is [`RunnerError::WorkflowConflict`].
+    ///
+    /// The version compared is the workflow's fingerprint (task ids,
+    /// dependencies and policies); task *bodies* are code and are not part
+    /// of it: registering a workflow of the same name and version with other
+    /// bodies keeps the bodies registered first, without an error. Give a
+    /// changed workflow a new name (versions that in-flight executions
+    /// survive are planned).
     pub fn register_workflow(&self, wf: Workflow) -> Result<()> {
         let mut reg = self.inner.registry.write().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = reg.by_name.get(wf.name()) {
@@ -328,8 +208,10 @@ impl DefaultRunner {
         reg.set = Arc::new(set);
         reg.by_name.insert(wf.name().to_owned(), wf);
         drop(reg);
-        // Work of this workflow may already be waiting.
+        // Work of this workflow may already be waiting, and its orphans may
+        // be due to be abandoned (which needs the workflow).
         self.inner.signal_work();
+        self.inner.life.sweep_now.notify_one();
         Ok(())
     }
 
@@ -350,43 +232,70 @@ impl DefaultRunner {
         })
     }
 
+    /// Runs `f` with the storage on the engine runtime.
+    async fn storage_call<T, F, Fut>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+    {
+        self.inner.on_engine(f(self.inner.clone())).await
+    }
+
     /// Runs workflow `name` with `input` and waits until it reaches a
     /// terminal state. A workflow that ran and failed is `Ok` with status
-    /// `Failed`; `Err` means the runner could not do its part.
+    /// `Failed`; `Err` means the runner could not do its part — the
+    /// execution vanished ([`RunnerError::ExecutionNotFound`]), its rows or
+    /// a result cannot be read or written ([`RunnerError::Storage`],
+    /// [`RunnerError::ResultNotWritten`]), or the runner stopped.
+    ///
+    /// The input must fit `context_size_limit` (else
+    /// [`RunnerError::InputTooLarge`], and nothing is stored).
     pub async fn execute(&self, name: &str, input: Context) -> Result<ExecutionResult> {
-        let wf = self.lookup(name)?;
-        let execution = NewExecution::plan(&wf, input, "api", self.inner.now());
+        let execution = self.plan(name, input, "api")?;
         let id = execution.id;
         // Listen before submitting: the execution may finish at once.
-        let rx = self.inner.register_waiter(id);
-        if let Err(e) = self.submit_planned(execution).await {
-            self.inner.forget_waiters(id);
-            return Err(e);
-        }
-        self.await_finish(id, rx, None).await
+        let waiter = self.inner.waiters.register(id);
+        self.submit_planned(execution).await?;
+        self.wait_on(id, waiter, None, false).await
     }
 
     /// Starts workflow `name` with `input`; returns once the execution and
-    /// all its task rows are stored.
+    /// all its task rows are stored. Waits while the writer's queue is full.
     pub async fn execute_async(&self, name: &str, input: Context) -> Result<ExecutionHandle> {
         self.submit(name, input, "api").await
     }
 
-    pub(crate) async fn submit(&self, name: &str, input: Context, origin: &str) -> Result<ExecutionHandle> {
+    fn plan(&self, name: &str, input: Context, origin: &str) -> Result<NewExecution> {
         let wf = self.lookup(name)?;
-        let execution = NewExecution::plan(&wf, input, origin, self.inner.now());
+        input.check()?;
+        let size = input.serialized_size();
+        let limit = self.inner.config.context_size_limit;
+        if size > limit {
+            return Err(RunnerError::InputTooLarge { size, limit });
+        }
+        Ok(NewExecution::plan(&wf, input, origin, self.inner.now()))
+    }
+
+    pub(crate) async fn submit(&self, name: &str, input: Context, origin: &str) -> Result<ExecutionHandle> {
+        let execution = self.plan(name, input, origin)?;
         let id = execution.id;
         self.submit_planned(execution).await?;
         Ok(ExecutionHandle { id, runner: self.clone() })
     }
 
     async fn submit_planned(&self, execution: NewExecution) -> Result<()> {
-        if !self.inner.accepting.load(Ordering::SeqCst) {
-            return Err(RunnerError::ShutDown);
+        if !self.inner.life.accepting.load(Ordering::SeqCst) {
+            return Err(self.inner.stopped_error());
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.submit_tx.send(Submission { execution, reply }).map_err(|_| RunnerError::ShutDown)?;
-        rx.await.map_err(|_| RunnerError::ShutDown)??;
+        self.inner
+            .writes
+            .submit_tx
+            .send(Submission { execution, reply })
+            .await
+            .map_err(|_| self.inner.stopped_error())?;
+        rx.await.map_err(|_| self.inner.stopped_error())??;
         Ok(())
     }
 
@@ -395,84 +304,67 @@ impl DefaultRunner {
         ExecutionHandle { id, runner: self.clone() }
     }
 
-    /// The state of an execution.
+    /// The state of an execution. An execution whose rows cannot be read
+    /// (its own row or any task row) is [`StorageError::CorruptRow`]
+    /// (in [`RunnerError::Storage`]) naming the row, never a state.
+    ///
+    /// [`StorageError::CorruptRow`]: cloacina_core::ports::StorageError::CorruptRow
     pub async fn status(&self, id: ExecutionId) -> Result<WorkflowState> {
-        let states = self.inner.storage.execution_states(&[id]).await?;
-        states.first().map(|(_, s)| *s).ok_or(RunnerError::ExecutionNotFound { id })
+        self.storage_call(move |inner| async move { checked_status(&inner, id).await }).await
     }
 
     /// The result of an execution so far: its state, its context (final
     /// once terminal, see [`ExecutionResult::context`]) and each task's
     /// outcome.
     pub async fn result(&self, id: ExecutionId) -> Result<ExecutionResult> {
-        let storage = &self.inner.storage;
-        let exec = storage.execution(id).await?.ok_or(RunnerError::ExecutionNotFound { id })?;
-        let tasks = storage.tasks(id).await?;
-        let context = match self.inner.workflow(&exec.workflow) {
-            Some(wf) if wf.len() == tasks.len() => {
-                let mut states = vec![TaskState::NotStarted; wf.len()];
-                for t in &tasks {
-                    if let Some(i) = wf.index_of(&t.name) {
-                        states[i] = t.state;
-                    }
-                }
-                let frontier = plan::frontier(&wf, &states);
-                let names: Vec<String> = frontier.iter().map(|&i| wf.tasks()[i].id().to_owned()).collect();
-                if names.is_empty() {
-                    exec.input.clone()
-                } else {
-                    let outputs = storage.outputs(id, &names).await?;
-                    let by_index: HashMap<usize, Context> =
-                        outputs.into_iter().filter_map(|(n, c)| wf.index_of(&n).map(|i| (i, c))).collect();
-                    plan::final_context(&wf, &states, plan::ContextSource { input: &exec.input, outputs: &by_index })
-                }
-            }
-            // A version this runner does not know: merge every completed
-            // output in stored (topological) order.
-            _ => {
-                let outputs = storage.outputs(id, &[]).await?;
-                let ordered = tasks.iter().filter_map(|t| outputs.get(&t.name));
-                let merged = Context::merge_outputs(ordered);
-                if outputs.is_empty() { exec.input.clone() } else { merged }
-            }
-        };
-        Ok(build_result(exec, tasks, context))
+        self.storage_call(move |inner| async move { result::load(&inner, id).await }).await
     }
 
-    /// Executions of this tenant matching `filter`, newest first.
+    /// Executions of this tenant matching `filter`, newest first. A row
+    /// that cannot be read is left out of the list (and logged, naming
+    /// it); [`status`](Self::status) of its id names the problem.
     pub async fn list_executions(&self, filter: ExecutionFilter) -> Result<Vec<ExecutionRecord>> {
-        Ok(self.inner.storage.list_executions(&filter).await?)
+        self.storage_call(move |inner| async move { Ok(inner.storage.list_executions(&filter).await?) }).await
     }
 
     /// Cancels an execution: no further task starts; running tasks get the
     /// cancellation signal and are dropped after the grace period; waiters
     /// return promptly with `Cancelled`.
     pub async fn cancel(&self, id: ExecutionId) -> Result<()> {
-        let effects =
-            self.inner.storage.cancel(id, "cancelled by user", self.inner.now()).await.map_err(|e| not_found(e, id))?;
-        engine::apply_effects(&self.inner, effects, None);
-        self.inner.cancel_running(id);
-        Ok(())
+        self.storage_call(move |inner| async move {
+            let effects =
+                inner.storage.cancel(id, "cancelled by user", inner.now()).await.map_err(|e| not_found(e, id))?;
+            engine::apply_effects(&inner, effects, None);
+            inner.cancel_running(id);
+            Ok(())
+        })
+        .await
     }
 
     /// Pauses an execution: no new task of it starts until
     /// [`resume`](Self::resume); running tasks finish.
     pub async fn pause(&self, id: ExecutionId) -> Result<()> {
-        let effects = self.inner.storage.pause(id, self.inner.now()).await.map_err(|e| not_found(e, id))?;
-        engine::apply_effects(&self.inner, effects, None);
-        Ok(())
+        self.storage_call(move |inner| async move {
+            let effects = inner.storage.pause(id, inner.now()).await.map_err(|e| not_found(e, id))?;
+            engine::apply_effects(&inner, effects, None);
+            Ok(())
+        })
+        .await
     }
 
     /// Resumes a paused execution.
     pub async fn resume(&self, id: ExecutionId) -> Result<()> {
-        let effects = self.inner.storage.resume(id, self.inner.now()).await.map_err(|e| not_found(e, id))?;
-        engine::apply_effects(&self.inner, effects, None);
-        Ok(())
+        self.storage_call(move |inner| async move {
+            let effects = inner.storage.resume(id, inner.now()).await.map_err(|e| not_found(e, id))?;
+            engine::apply_effects(&inner, effects, None);
+            Ok(())
+        })
+        .await
     }
 
     /// The recorded history of an execution, oldest first.
     pub async fn history(&self, id: ExecutionId) -> Result<Vec<ExecutionEvent>> {
-        Ok(self.inner.storage.events(id).await?)
+        self.storage_call(move |inner| async move { Ok(inner.storage.events(id).await?) }).await
     }
 
     /// A live stream of the state changes this runner makes, for in-process
@@ -501,112 +393,101 @@ impl DefaultRunner {
     /// Stops the runner: claims stop; running tasks get the grace period to
     /// finish (their results are written); the rest are cancelled and their
     /// leases released so another runner takes them at once; pools close.
-    /// Idempotent.
+    /// Idempotent. If the runner had failed (a background loop panicked),
+    /// returns [`RunnerError::Fatal`] saying what happened.
     pub async fn shutdown(&self) -> Result<()> {
-        engine::shutdown(&self.inner).await
+        if self.guard.engine.is_stopped() {
+            return match self.inner.life.fatal.get() {
+                Some(message) => Err(RunnerError::Fatal { message: message.clone() }),
+                None => Ok(()),
+            };
+        }
+        let inner = self.inner.clone();
+        let done = self.inner.on_engine(engine::shutdown(inner)).await;
+        // The engine's work is done: stop its threads.
+        if !self.inner.life.accepting.load(Ordering::SeqCst) {
+            self.guard.engine.stop();
+        }
+        done
     }
 
     pub(crate) async fn wait_for(&self, id: ExecutionId, timeout: Option<Duration>) -> Result<ExecutionResult> {
-        let rx = self.inner.register_waiter(id);
-        match self.status(id).await {
-            Ok(s) if s.is_terminal() => {
-                self.inner.forget_waiters(id);
-                self.result(id).await
-            }
-            Ok(_) => self.await_finish(id, rx, timeout).await,
-            Err(e) => {
-                self.inner.forget_waiters(id);
-                Err(e)
-            }
-        }
+        let waiter = self.inner.waiters.register(id);
+        self.wait_on(id, waiter, timeout, true).await
     }
 
-    async fn await_finish(
+    /// Waits on `waiter` (registered before anything could finish the
+    /// execution) until the execution is terminal, then returns its
+    /// result. With `look_first`, its status is read before the first wait
+    /// (it may have finished already).
+    async fn wait_on(
         &self,
         id: ExecutionId,
-        rx: oneshot::Receiver<crate::runner::Finished>,
+        mut waiter: Waiter,
         timeout: Option<Duration>,
+        mut look_first: bool,
     ) -> Result<ExecutionResult> {
-        let wait = async {
-            tokio::select! {
-                r = rx => r.map_err(|_| RunnerError::ShutDown),
-                _ = self.inner.stop_all.cancelled() => Err(RunnerError::ShutDown),
+        let deadline = timeout.map(engine::deadline_after);
+        loop {
+            if look_first {
+                if let Some(u) = self.inner.unwritten(id) {
+                    return Err(RunnerError::ResultNotWritten { execution: id, task: u.task, problem: u.problem });
+                }
+                match self.status(id).await {
+                    Ok(s) if s.is_terminal() => return self.result(id).await,
+                    Ok(_) => {}
+                    // Storage is briefly unreachable: keep waiting.
+                    Err(RunnerError::Storage(e)) if e.is_transient() => {}
+                    Err(e) => return Err(e),
+                }
             }
-        };
-        let finished = match timeout {
-            Some(d) => {
-                tokio::time::timeout(d, wait).await.map_err(|_| RunnerError::WaitTimeout { id, waited: d })??
+            let woken = tokio::select! {
+                w = waiter.woken() => w,
+                _ = self.inner.life.stop_all.cancelled() => return Err(self.inner.stopped_error()),
+                _ = sleep_until_deadline(deadline) => {
+                    let waited = timeout.unwrap_or_default();
+                    return Err(RunnerError::WaitTimeout { id, waited });
+                }
+            };
+            match woken {
+                Some(Wake::Finished(snapshot)) => {
+                    if let Some(r) = snapshot.as_deref().and_then(|s| result::from_snapshot(&self.inner, s)) {
+                        return Ok(r);
+                    }
+                    return self.result(id).await;
+                }
+                Some(Wake::Check) => {
+                    waiter = waiter.renew();
+                    look_first = true;
+                }
+                Some(Wake::Fatal(message)) => return Err(RunnerError::Fatal { message }),
+                None => return Err(self.inner.stopped_error()),
             }
-            None => wait.await?,
-        };
-        if let Some(result) = finished.snapshot.as_deref().and_then(|s| self.result_from_snapshot(s)) {
-            return Ok(result);
         }
-        self.result(id).await
     }
+}
 
-    /// The result from the rows the finishing transaction had, when they
-    /// hold every output the final context needs.
-    fn result_from_snapshot(&self, s: &FinishedSnapshot) -> Option<ExecutionResult> {
-        let wf = self.inner.workflow(&s.execution.workflow)?;
-        if wf.len() != s.tasks.len() {
-            return None;
-        }
-        let mut states = vec![TaskState::NotStarted; wf.len()];
-        for t in &s.tasks {
-            states[wf.index_of(&t.name)?] = t.state;
-        }
-        let frontier = plan::frontier(&wf, &states);
-        let context = if frontier.is_empty() {
-            if !s.input_loaded {
-                return None;
-            }
-            s.execution.input.clone()
-        } else {
-            let mut outputs = HashMap::new();
-            for i in frontier {
-                let name = wf.tasks()[i].id();
-                outputs.insert(i, s.outputs.get(name)?.clone());
-            }
-            let empty = Context::new();
-            plan::final_context(&wf, &states, plan::ContextSource { input: &empty, outputs: &outputs })
-        };
-        let mut tasks = s.tasks.clone();
-        tasks.sort_by_key(|t| wf.index_of(&t.name));
-        Some(build_result(s.execution.clone(), tasks, context))
+async fn sleep_until_deadline(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
+}
+
+/// The execution's state, after checking that every one of its rows can be
+/// read.
+async fn checked_status(inner: &Inner, id: ExecutionId) -> Result<WorkflowState> {
+    let states = inner.storage.execution_states(&[id]).await?;
+    let state = states.first().map(|(_, s)| *s).ok_or(RunnerError::ExecutionNotFound { id })?;
+    if let Some((_, e)) = inner.storage.unreadable(&[id]).await?.into_iter().next() {
+        return Err(e.into());
+    }
+    Ok(state)
 }
 
 fn not_found(e: cloacina_core::ports::StorageError, id: ExecutionId) -> RunnerError {
     match e {
         cloacina_core::ports::StorageError::NotFound { .. } => RunnerError::ExecutionNotFound { id },
         other => RunnerError::Storage(other),
-    }
-}
-
-fn build_result(
-    exec: ExecutionRecord,
-    tasks: Vec<cloacina_core::ports::TaskRecord>,
-    context: Context,
-) -> ExecutionResult {
-    ExecutionResult {
-        id: exec.id,
-        workflow: exec.workflow.name,
-        workflow_version: exec.workflow.version,
-        status: exec.state,
-        context,
-        tasks: tasks
-            .into_iter()
-            .map(|t| TaskOutcome {
-                task: t.name,
-                state: t.state,
-                attempts: if t.started_at.is_none() { 0 } else { t.attempt },
-                recoveries: t.recovery_count,
-                error: t.error,
-            })
-            .collect(),
-        error: exec.error,
-        created_at: exec.created_at,
-        finished_at: exec.finished_at,
     }
 }

@@ -117,10 +117,10 @@ impl DefaultRunner {
     /// ```
     pub fn register_trigger(&self, spec: TriggerSpec) -> Result<()> {
         self.lookup(spec.workflow())?;
-        if !self.inner.accepting.load(Ordering::SeqCst) {
-            return Err(RunnerError::ShutDown);
+        if !self.inner.life.accepting.load(Ordering::SeqCst) {
+            return Err(self.inner.stopped_error());
         }
-        if !self.inner.triggers.lock().unwrap_or_else(|e| e.into_inner()).insert(spec.name().to_owned()) {
+        if !self.inner.trigger_names().insert(spec.name().to_owned()) {
             return Err(RunnerError::DuplicateTrigger { name: spec.name().to_owned() });
         }
         engine::schedule::spawn_trigger(&self.inner, spec);

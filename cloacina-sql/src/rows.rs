@@ -20,6 +20,22 @@ fn non_negative(table: &'static str, id: impl ToString, column: &'static str, v:
     u32::try_from(v).map_err(|_| corrupt(table, id, column, format!("negative value {v}")))
 }
 
+/// Free text (error messages, event details) as it is stored: a NUL
+/// character, which a PostgreSQL `text` column cannot hold, is written as
+/// the two characters `\0`, on every backend alike; nothing is dropped.
+pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\\0"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
+/// [`storable_text`] of an optional text.
+pub fn storable(text: Option<&String>) -> Option<String> {
+    text.map(|t| storable_text(t).into_owned())
+}
+
 /// `name@version`, the key task rows are claimed by.
 pub fn workflow_key(r: &WorkflowRef) -> String {
     r.to_string()
@@ -71,7 +87,7 @@ pub fn task_update(r: &TaskRecord, now: Timestamp) -> task_executions::ActiveMod
         lease_expires_at: Set(r.lease.as_ref().map(|l| l.expires_at.0)),
         fencing_token: Set(r.fencing_token.0),
         recovery_count: Set(to_i32(r.recovery_count)),
-        error: Set(r.error.clone()),
+        error: Set(storable(r.error.as_ref())),
         started_at: Set(r.started_at.map(|t| t.0)),
         finished_at: Set(r.finished_at.map(|t| t.0)),
         updated_at: Set(now.0),
@@ -166,8 +182,8 @@ pub fn execution_insert(e: &ExecutionRecord) -> workflow_executions::ActiveModel
         workflow_version: Set(e.workflow.version.clone()),
         state: Set(e.state.as_str().to_owned()),
         input: Set(e.input.to_json()),
-        error: Set(e.error.clone()),
-        origin: Set(e.origin.clone()),
+        error: Set(storable(e.error.as_ref())),
+        origin: Set(storable_text(&e.origin).into_owned()),
         created_at: Set(e.created_at.0),
         updated_at: Set(e.updated_at.0),
         finished_at: Set(e.finished_at.map(|t| t.0)),
@@ -189,7 +205,7 @@ pub fn event_insert(e: &ExecutionEvent) -> execution_events::ActiveModel {
         task_execution_id: Set(e.task_execution_id.map(|t| t.0)),
         from_state: Set(e.from.clone()),
         to_state: Set(e.to.clone()),
-        detail: Set(e.detail.clone()),
+        detail: Set(storable(e.detail.as_ref())),
         at: Set(e.at.0),
     }
 }

@@ -129,6 +129,10 @@ impl<B: SqlBackend> ExecutionStore for SqlStorage<B> {
         retrying!("read tasks", self.try_tasks(id))
     }
 
+    async fn unreadable(&self, ids: &[ExecutionId]) -> StorageResult<Vec<(ExecutionId, StorageError)>> {
+        retrying!("check execution rows", self.try_unreadable(ids))
+    }
+
     async fn outputs(&self, id: ExecutionId, names: &[String]) -> StorageResult<HashMap<String, Context>> {
         retrying!("read outputs", self.try_outputs(id, names))
     }

@@ -97,7 +97,7 @@ fn update_tasks(backend: DbBackend, chunk: &[TaskWrite], now: Timestamp) -> Stat
             (r.lease.as_ref().map(|l| l.expires_at.0).into(), Ty::BigInt),
             (r.fencing_token.0.into(), Ty::BigInt),
             (int(r.recovery_count), Ty::Int),
-            (r.error.clone().into(), Ty::Text),
+            (rows::storable(r.error.as_ref()).into(), Ty::Text),
             (r.started_at.map(|t| t.0).into(), Ty::BigInt),
             (r.finished_at.map(|t| t.0).into(), Ty::BigInt),
             (w.expect_state.as_str().into(), Ty::Text),
@@ -124,7 +124,7 @@ fn update_executions(backend: DbBackend, chunk: &[ExecutionWrite], now: Timestam
         b.row(vec![
             (w.id.0.into(), Ty::Uuid),
             (w.state.as_str().into(), Ty::Text),
-            (w.error.clone().into(), Ty::Text),
+            (rows::storable(w.error.as_ref()).into(), Ty::Text),
             (w.finished_at.map(|t| t.0).into(), Ty::BigInt),
             (w.expect_state.as_str().into(), Ty::Text),
         ]);

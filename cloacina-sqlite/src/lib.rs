@@ -229,6 +229,13 @@ pub async fn open(opts: SqliteOptions) -> StorageResult<SqliteStorage> {
             };
             let map_open = |e: sqlx::Error| {
                 let msg = e.to_string();
+                // SQLITE_CORRUPT (11) / SQLITE_NOTADB (26): retrying will not help.
+                if sqlx_code(&e).is_some_and(|c| matches!(c & 0xff, 11 | 26)) {
+                    return StorageError::Backend {
+                        message: format!("{} is corrupt or not a SQLite database", path.display()),
+                        source: Some(Box::new(e)),
+                    };
+                }
                 if msg.contains("unable to open") || msg.contains("readonly") || msg.contains("read-only") {
                     io_error(path, &format!("cannot open the database file ({msg})"), None)
                 } else {

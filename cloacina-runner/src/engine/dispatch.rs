@@ -6,7 +6,7 @@ use cloacina_core::ports::ClaimedTask;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::execute;
-use crate::runner::Inner;
+use super::state::Inner;
 
 /// Starts claimed tasks, one slot each.
 pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claimed: Vec<ClaimedTask>, mut permits: Option<OwnedSemaphorePermit>) {
@@ -23,7 +23,7 @@ pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claimed: Vec<ClaimedTask>, mut p
                 }
             },
         };
-        inner.leased.lock().unwrap_or_else(|e| e.into_inner()).insert(task.id, task.fencing_token);
-        tokio::spawn(execute::run_task(inner.clone(), task, permit));
+        inner.leased().insert(task.id, task.fencing_token);
+        inner.runtimes.engine.spawn(execute::run_task(inner.clone(), task, permit));
     }
 }

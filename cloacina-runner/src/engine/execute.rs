@@ -9,7 +9,7 @@ use cloacina_core::{Cancellation, Context, RetryDecision, TaskError, TaskRun};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::runner::{Inner, Running};
+use super::state::{Inner, Running};
 
 enum Ending {
     /// The body returned.
@@ -21,18 +21,22 @@ enum Ending {
     Interrupted,
 }
 
-pub(crate) fn panic_message(e: tokio::task::JoinError) -> TaskError {
-    if e.is_panic() {
-        let payload = e.into_panic();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic payload".to_owned());
-        TaskError::Panicked { message }
-    } else {
-        TaskError::Cancelled
+/// The message of a panicked task (`"cancelled"` for a cancelled one).
+pub(crate) fn panic_text(e: tokio::task::JoinError) -> String {
+    if !e.is_panic() {
+        return "cancelled".to_owned();
     }
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+/// A panicked body as a failed attempt.
+pub(crate) fn panic_message(e: tokio::task::JoinError) -> TaskError {
+    if e.is_panic() { TaskError::Panicked { message: panic_text(e) } } else { TaskError::Cancelled }
 }
 
 pub(crate) async fn run_task(inner: Arc<Inner>, task: ClaimedTask, permit: OwnedSemaphorePermit) {
@@ -48,25 +52,21 @@ pub(crate) async fn run_task(inner: Arc<Inner>, task: ClaimedTask, permit: Owned
         Some(problem) => Ending::Failed(TaskError::fatal(format!("cannot read the task's input: {problem}"))),
         None => run_body(&inner, &task).instrument(span.clone()).await,
     };
-    inner.running.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
-    inner.running_changed.notify_waiters();
+    inner.running().remove(&task.id);
+    inner.work.running_changed.notify_waiters();
     drop(permit);
-    if inner.backlog.load(Ordering::SeqCst) {
-        inner.wake.notify_one();
+    if inner.work.backlog.load(Ordering::SeqCst) {
+        inner.work.wake.notify_one();
     }
     let outcome = match ending {
         Ending::Interrupted => {
-            inner.leased.lock().unwrap_or_else(|e| e.into_inner()).remove(&task.id);
+            inner.leased().remove(&task.id);
             return;
         }
-        Ending::Returned(Ok(()), output) => {
-            let size = output.serialized_size();
-            if size > inner.config.context_size_limit {
-                decide(&inner, &task, TaskError::ContextTooLarge { size, limit: inner.config.context_size_limit })
-            } else {
-                ReportOutcome::Succeeded { output }
-            }
-        }
+        Ending::Returned(Ok(()), output) => match check_output(&inner, &output) {
+            Ok(()) => ReportOutcome::Succeeded { output },
+            Err(e) => decide(&inner, &task, e),
+        },
         Ending::Returned(Err(e), _) | Ending::Failed(e) => decide(&inner, &task, e),
     };
     let _enter = span.enter();
@@ -75,12 +75,23 @@ pub(crate) async fn run_task(inner: Arc<Inner>, task: ClaimedTask, permit: Owned
         ReportOutcome::Retry { error, retry_at } => tracing::warn!(%retry_at, "task failed, will retry: {error}"),
         ReportOutcome::Failed { error } => tracing::error!("task failed: {error}"),
     }
-    inner.pending_reports.fetch_add(1, Ordering::SeqCst);
+    inner.writes.pending_reports.fetch_add(1, Ordering::SeqCst);
     let report = TaskReport { task: task.id, execution: task.execution_id, fencing_token: task.fencing_token, outcome };
-    if inner.report_tx.send(report).is_err() {
-        inner.pending_reports.fetch_sub(1, Ordering::SeqCst);
+    // Bounded: a writer that falls behind holds finished bodies here.
+    if inner.writes.report_tx.send(report).await.is_err() {
+        inner.writes.pending_reports.fetch_sub(1, Ordering::SeqCst);
         tracing::error!(task = %task.id, "runner stopped before the result could be written; the task will be recovered");
     }
+}
+
+/// What a body handed back must be storable: no value nested past the
+/// limit (checked without recursion, before anything serializes it), and
+/// no more bytes than `context_size_limit`.
+fn check_output(inner: &Inner, output: &Context) -> Result<(), TaskError> {
+    output.check()?;
+    let size = output.serialized_size();
+    let limit = inner.config.context_size_limit;
+    if size > limit { Err(TaskError::ContextTooLarge { size, limit }) } else { Ok(()) }
 }
 
 fn decide(inner: &Arc<Inner>, task: &ClaimedTask, error: TaskError) -> ReportOutcome {
@@ -111,10 +122,11 @@ fn decide(inner: &Arc<Inner>, task: &ClaimedTask, error: TaskError) -> ReportOut
 /// Wakes the dispatcher when a retry becomes due, so retries do not wait
 /// for the fallback poll.
 fn wake_at(inner: &Arc<Inner>, delay: Duration) {
+    let engine = inner.runtimes.engine.clone();
     let inner = inner.clone();
-    tokio::spawn(async move {
+    engine.spawn(async move {
         tokio::select! {
-            _ = inner.stop_claiming.cancelled() => {}
+            _ = inner.life.stop_claiming.cancelled() => {}
             _ = tokio::time::sleep(delay + Duration::from_millis(5)) => inner.signal_work(),
         }
     });
@@ -132,9 +144,7 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
     };
     let cancel = Cancellation::new();
     inner
-        .running
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+        .running()
         .insert(task.id, Running { execution: task.execution_id, token: task.fencing_token, cancel: cancel.clone() });
     let run = TaskRun {
         execution_id: task.execution_id,
@@ -144,8 +154,10 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
     };
     let body = spec.body().clone();
     let mut ctx = task.input.clone();
-    // Its own tokio task, so a panic is a failed attempt, not a crash.
-    let mut handle = tokio::spawn(
+    // Its own task on the application's runtime: a panic is a failed
+    // attempt, not a crash, and a body that blocks its thread blocks the
+    // application's threads, not the engine's.
+    let mut handle = inner.runtimes.app.spawn(
         async move {
             let r = body.execute(&mut ctx, &run).await;
             (r, ctx)
@@ -174,12 +186,12 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
             tokio::select! {
                 _ = &mut handle => {}
                 _ = tokio::time::sleep(grace) => {}
-                _ = inner.stop_all.cancelled() => {}
+                _ = inner.life.stop_all.cancelled() => {}
             }
             handle.abort();
             Ending::Interrupted
         }
-        _ = inner.stop_all.cancelled() => {
+        _ = inner.life.stop_all.cancelled() => {
             handle.abort();
             Ending::Interrupted
         }

@@ -1,14 +1,15 @@
 //! Registration, heartbeats, lease checks and recovery sweeps.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use cloacina_core::FencingToken;
 use cloacina_core::TaskExecutionId;
 use cloacina_core::ports::{Heartbeat, RecoveryRequest};
 
+use super::state::Inner;
 use super::{Backoff, apply_effects};
 use crate::error::Result;
-use crate::runner::Inner;
 
 const RECOVERY_BATCH: usize = 1000;
 
@@ -43,12 +44,16 @@ async fn sweep(inner: &Arc<Inner>) -> Result<usize> {
     Ok(n)
 }
 
+/// A sweep every `recovery_interval`, and one at once when a workflow is
+/// registered (its tasks may be waiting for an abandonment decision).
 pub(crate) async fn recovery_sweeps(inner: Arc<Inner>) {
     loop {
         tokio::select! {
-            _ = inner.stop_claiming.cancelled() => return,
+            _ = inner.life.stop_claiming.cancelled() => return,
             _ = tokio::time::sleep(inner.config.recovery_interval) => {}
+            _ = inner.life.sweep_now.notified() => {}
         }
+        inner.checkpoint("recovery");
         if let Err(e) = sweep(&inner).await {
             tracing::warn!("recovery sweep failed (will retry): {e}");
         }
@@ -58,54 +63,79 @@ pub(crate) async fn recovery_sweeps(inner: Arc<Inner>) {
 /// One liveness write per interval, whatever the number of running tasks;
 /// plus a read that finds running tasks whose lease moved on (cancelled
 /// or taken over), which are then stopped.
+///
+/// A runner that cannot renew its liveness for a whole lease TTL must
+/// assume it was declared dead: it stops its running tasks (another
+/// runner may be running them already) and keeps trying to register.
 pub(crate) async fn heartbeats(inner: Arc<Inner>) {
     let mut backoff = Backoff::new();
+    let lease_ttl = inner.config.recovery.lease_ttl();
+    let mut renewed = Instant::now();
+    let mut fenced = false;
     loop {
         tokio::select! {
-            _ = inner.stop_claiming.cancelled() => return,
+            _ = inner.life.stop_claiming.cancelled() => return,
             _ = tokio::time::sleep(inner.config.recovery.heartbeat_interval()) => {}
         }
+        inner.checkpoint("heartbeat");
         if let Err(e) = inner.storage.maintain().await {
             tracing::debug!("storage maintenance failed: {e}");
         }
         match inner.storage.heartbeat(&inner.registration(), inner.now()).await {
-            Ok(Heartbeat::Alive) => backoff = Backoff::new(),
+            Ok(Heartbeat::Alive) => {
+                backoff = Backoff::new();
+                renewed = Instant::now();
+                if fenced {
+                    tracing::info!("liveness renewed again");
+                    fenced = false;
+                }
+            }
             // Shutting down: the release just marked this runner stopped.
-            Ok(Heartbeat::Lost) if inner.stop_claiming.is_cancelled() => return,
+            Ok(Heartbeat::Lost) if inner.life.stop_claiming.is_cancelled() => return,
             Ok(Heartbeat::Lost) => {
                 tracing::error!(
                     runner = %inner.registration().id,
                     "this runner was declared dead (missed heartbeats); stopping its running tasks and registering again"
                 );
-                {
-                    let running = inner.running.lock().unwrap_or_else(|e| e.into_inner());
-                    for r in running.values() {
-                        r.cancel.cancel();
-                    }
-                }
+                inner.cancel_all_running();
                 {
                     let mut reg = inner.registration.write().unwrap_or_else(|e| e.into_inner());
                     reg.incarnation = uuid::Uuid::new_v4().simple().to_string();
                 }
-                if let Err(e) = register(&inner).await {
-                    tracing::warn!("registering again failed (will retry): {e}");
+                match register(&inner).await {
+                    Ok(()) => {
+                        renewed = Instant::now();
+                        fenced = false;
+                    }
+                    Err(e) => tracing::warn!("registering again failed (will retry): {e}"),
                 }
             }
             Err(e) => {
+                if !fenced && renewed.elapsed() >= lease_ttl {
+                    fenced = true;
+                    let stopped = inner.cancel_all_running();
+                    tracing::error!(
+                        tasks = stopped,
+                        "liveness could not be renewed for a whole lease TTL ({lease_ttl:?}): this runner may have \
+                         been declared dead, so it stops its running tasks (other runners may take them over): {e}"
+                    );
+                }
                 let d = backoff.next();
                 tracing::warn!("heartbeat failed, retrying in {d:?}: {e}");
-                tokio::time::sleep(d).await;
+                tokio::select! {
+                    _ = inner.life.stop_claiming.cancelled() => return,
+                    _ = tokio::time::sleep(d) => {}
+                }
                 continue;
             }
         }
-        let held: Vec<(TaskExecutionId, FencingToken)> =
-            inner.running.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(id, r)| (*id, r.token)).collect();
+        let held: Vec<(TaskExecutionId, FencingToken)> = inner.running().iter().map(|(id, r)| (*id, r.token)).collect();
         if held.is_empty() {
             continue;
         }
         match inner.storage.lost_leases(&held).await {
             Ok(lost) => {
-                let running = inner.running.lock().unwrap_or_else(|e| e.into_inner());
+                let running = inner.running();
                 for id in lost {
                     if let Some(r) = running.get(&id) {
                         tracing::warn!(task = %id, "lease lost (cancelled or taken over): stopping the task");

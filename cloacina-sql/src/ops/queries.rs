@@ -49,6 +49,39 @@ impl<B: SqlBackend> SqlStorage<B> {
             .collect()
     }
 
+    pub(crate) async fn try_unreadable(
+        &self,
+        ids: &[ExecutionId],
+    ) -> Result<Vec<(ExecutionId, StorageError)>, TxError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let err = |e| self.backend.classify(e);
+        let reader = self.backend.reader();
+        let heads =
+            crate::ops::snapshot::load_heads(&self.backend, reader, &ids.iter().map(|i| i.0).collect::<Vec<_>>())
+                .await?;
+        let tasks = task_executions::Entity::find()
+            .filter(task_executions::Column::ExecutionId.is_in(ids.iter().map(|i| i.0)))
+            .all(reader)
+            .await
+            .map_err(err)?;
+        let mut bad: HashMap<uuid::Uuid, StorageError> = HashMap::new();
+        for h in &heads {
+            if let Err(e) = rows::execution_record(h, None) {
+                bad.insert(h.id, e);
+            }
+        }
+        for m in &tasks {
+            if let Err(e) = rows::task_record(m) {
+                bad.entry(m.execution_id).or_insert(e);
+            }
+        }
+        let mut out: Vec<(ExecutionId, StorageError)> = bad.into_iter().map(|(id, e)| (ExecutionId(id), e)).collect();
+        out.sort_by_key(|(id, _)| *id);
+        Ok(out)
+    }
+
     pub(crate) async fn try_tasks(&self, id: ExecutionId) -> Result<Vec<TaskRecord>, TxError> {
         let found = task_executions::Entity::find()
             .filter(task_executions::Column::ExecutionId.eq(id.0))

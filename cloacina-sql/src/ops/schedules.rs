@@ -1,7 +1,8 @@
 //! Cron schedules and trigger firings.
 
 use cloacina_core::ports::{
-    ScheduleFiring, ScheduleRecord, ScheduleReport, StorageError, TriggerFiring, TriggerOutcome, UnreadableSchedule,
+    DuplicateTick, ScheduleFiring, ScheduleRecord, ScheduleReport, StorageError, TriggerFiring, TriggerOutcome,
+    UnreadableSchedule,
 };
 use cloacina_core::schedule::{CronSchedule, plan_firing};
 use cloacina_core::step::Step;
@@ -130,7 +131,6 @@ impl<B: SqlBackend> SqlStorage<B> {
         let models = due().order_by_asc(schedules::Column::Name).all(&txn).await.map_err(err)?;
         let mut report = ScheduleReport::default();
         let mut step = Step::new(now, workflows, None);
-        let mut ticks = Vec::new();
         for m in models {
             let rec = match rows::schedule_record(&m) {
                 Ok(r) => r,
@@ -164,20 +164,30 @@ impl<B: SqlBackend> SqlStorage<B> {
             }
             report.skipped_ticks += plan.skipped;
             for (tick, exec) in plan.runs {
-                ticks.push(schedule_ticks::ActiveModel {
+                // The primary key (schedule, tick) refuses a second execution
+                // of a tick outright; a tick already recorded is reported and
+                // skipped, and the other schedules fire as usual.
+                let inserted = schedule_ticks::Entity::insert(schedule_ticks::ActiveModel {
                     schedule_name: Set(m.name.clone()),
                     tick_at: Set(tick.0),
                     execution_id: Set(exec.id.0),
                     created_at: Set(now.0),
-                });
+                })
+                .on_conflict(
+                    OnConflict::columns([schedule_ticks::Column::ScheduleName, schedule_ticks::Column::TickAt])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(&txn)
+                .await
+                .map_err(err)?;
+                if inserted == 0 {
+                    report.duplicate_ticks.push(DuplicateTick { schedule: m.name.clone(), tick });
+                    continue;
+                }
                 report.fired.push(ScheduleFiring { schedule: m.name.clone(), tick, execution: exec.id });
                 step.create(exec);
             }
-        }
-        if !ticks.is_empty() {
-            // The primary key (schedule, tick) refuses a second execution
-            // of a tick outright, whatever happened above.
-            schedule_ticks::Entity::insert_many(ticks).exec_without_returning(&txn).await.map_err(err)?;
         }
         report.effects = self.commit_step(txn, step.finish(), now).await?;
         Ok(report)
@@ -191,6 +201,14 @@ impl<B: SqlBackend> SqlStorage<B> {
     ) -> Result<TriggerOutcome, TxError> {
         let err = |e| self.backend.classify(e);
         let txn = self.begin().await?;
+        // A retry of a firing whose commit succeeded unseen (the answer was
+        // lost with the connection) finds its record: it fired once.
+        let id = firing.execution.id;
+        let recorded = trigger_firings::Entity::find_by_id(id.0).one(&txn).await.map_err(err)?;
+        if recorded.is_some() {
+            txn.commit().await.map_err(err)?;
+            return Ok(TriggerOutcome::Fired { execution: id, effects: Default::default() });
+        }
         // Lock the trigger's row: firings of one trigger take turns here.
         triggers::Entity::insert(triggers::ActiveModel {
             name: Set(firing.trigger.clone()),
@@ -231,7 +249,6 @@ impl<B: SqlBackend> SqlStorage<B> {
                 return Ok(TriggerOutcome::Suppressed { running: ExecutionId(id) });
             }
         }
-        let id = firing.execution.id;
         trigger_firings::Entity::insert(trigger_firings::ActiveModel {
             execution_id: Set(id.0),
             trigger_name: Set(firing.trigger.clone()),
