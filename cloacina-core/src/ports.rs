@@ -617,7 +617,8 @@ pub trait ExecutionStore: Send + Sync {
     /// the named tasks (all completed ones when `names` is empty).
     async fn outputs(&self, id: ExecutionId, names: &[String]) -> StorageResult<HashMap<String, Context>>;
 
-    /// Executions matching a filter, newest first.
+    /// Executions matching a filter, newest first. A row that cannot be
+    /// read is left out (and logged, naming it).
     async fn list_executions(&self, filter: &ExecutionFilter) -> StorageResult<Vec<ExecutionRecord>>;
 
     /// An execution's events, oldest first.

@@ -285,7 +285,12 @@ pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
             Box::pin(async move {
                 let current: Option<String> =
                     sqlx::query_scalar("SELECT current_schema()").fetch_one(&mut *conn).await?;
-                if current.as_deref() != Some(expected.as_str()) {
+                // No current schema: the tenant's schema is gone (dropped under
+                // a running runner). Such a connection resolves no table at
+                // all, so every statement fails at once, naming what is
+                // missing — better than the pool retrying the connection until
+                // its acquire timeout. Any *other* schema is refused.
+                if current.is_some() && current.as_deref() != Some(expected.as_str()) {
                     return Err(sqlx::Error::Configuration(
                         format!("connection is scoped to schema {current:?}, not {expected:?}; refusing it").into(),
                     ));
@@ -563,6 +568,10 @@ impl SqlBackend for PgBackend {
             Some(c) if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
                 TxError::Storage(StorageError::Unavailable { message: describe, source: Some(Box::new(err)) })
             }
+            Some("42P01") | Some("3F000") => TxError::Storage(StorageError::Backend {
+                message: format!("{describe}: the tenant's tables or schema are missing (dropped?): {err}"),
+                source: Some(Box::new(err)),
+            }),
             Some("25006") | Some("53100") => {
                 TxError::Storage(StorageError::WriteRefused { message: describe, source: Some(Box::new(err)) })
             }

@@ -870,6 +870,167 @@ pub async fn trigger_firings_are_deduplicated(t: &dyn ContractTarget) {
     assert_eq!(s.list_executions(&ExecutionFilter::default()).await.unwrap().len(), 6);
 }
 
+/// A NUL character in an error message (which a PostgreSQL `text` column
+/// cannot hold) is stored as `\0`, alike on every backend: the report is
+/// applied, nothing is dropped.
+pub async fn nul_characters_in_errors_are_stored_escaped(t: &dyn ContractTarget) {
+    let s = t.storage();
+    let wf = single();
+    let wfs = set(&[&wf]);
+    let id = create(&*s, &wf, input(1), T0).await;
+    let c = s.claim(&req("r1", 1), &wfs, T0).await.unwrap().claimed.remove(0);
+    let report = TaskReport {
+        task: c.id,
+        execution: c.execution_id,
+        fencing_token: c.fencing_token,
+        outcome: ReportOutcome::Failed { error: "bad\0byte".into() },
+    };
+    let out = s.report(vec![report], None, &wfs, at(1)).await.unwrap();
+    assert_eq!(out.results, vec![Ok(())]);
+    let row = task_state(&*s, id, "only").await;
+    assert_eq!((row.state, row.error.as_deref()), (TaskState::Failed, Some("bad\\0byte")));
+    let e = s.execution(id).await.unwrap().unwrap();
+    assert!(e.error.as_deref().is_some_and(|m| m.contains("bad\\0byte") && !m.contains('\0')), "{e:?}");
+    let events = s.events(id).await.unwrap();
+    assert!(events.iter().any(|ev| ev.detail.as_deref().is_some_and(|d| d.contains("bad\\0byte"))));
+}
+
+/// `unreadable` names nothing for healthy executions and omits unknown
+/// ids.
+pub async fn unreadable_is_empty_for_healthy_rows(t: &dyn ContractTarget) {
+    let s = t.storage();
+    let wf = diamond();
+    let a = create(&*s, &wf, input(1), T0).await;
+    let b = create(&*s, &wf, input(2), T0).await;
+    let found = s.unreadable(&[a, b, ExecutionId::new()]).await.unwrap();
+    assert!(found.is_empty(), "{found:?}");
+    assert!(s.unreadable(&[]).await.unwrap().is_empty());
+}
+
+/// A tick that already has its record starts nothing and is reported; the
+/// other due schedules fire as usual in the same call.
+pub async fn a_duplicate_tick_skips_only_its_schedule(t: &dyn ContractTarget) {
+    let s = t.storage();
+    let wf = single();
+    let wfs = set(&[&wf]);
+    s.upsert_schedule(&cron("dup", "* * * * * *"), T0).await.unwrap();
+    let first = s.fire_schedules(&wfs, at(1_100)).await.unwrap();
+    assert_eq!(first.fired.iter().map(|f| f.tick).collect::<Vec<_>>(), vec![at(1_000)]);
+    // A runner whose clock is behind resumes it before that tick: the tick
+    // at 1 s is due again, but its record exists.
+    s.set_schedule_paused("dup", true, at(1_200)).await.unwrap();
+    s.set_schedule_paused("dup", false, at(500)).await.unwrap();
+    s.upsert_schedule(&cron("other", "* * * * * *"), at(500)).await.unwrap();
+    let again = s.fire_schedules(&wfs, at(1_300)).await.unwrap();
+    assert_eq!(again.duplicate_ticks, vec![DuplicateTick { schedule: "dup".into(), tick: at(1_000) }]);
+    assert_eq!(
+        again.fired.iter().map(|f| (f.schedule.as_str(), f.tick)).collect::<Vec<_>>(),
+        vec![("other", at(1_000))],
+        "the other schedule fired"
+    );
+    assert_eq!(s.list_executions(&ExecutionFilter::default()).await.unwrap().len(), 2, "no second run of the tick");
+    // And the duplicated schedule goes on with its next tick.
+    let next = s.fire_schedules(&wfs, at(2_100)).await.unwrap();
+    assert!(next.fired.iter().any(|f| f.schedule == "dup" && f.tick == at(2_000)), "{next:?}");
+}
+
+/// A trigger firing retried after its commit's answer was lost (the same
+/// execution id) is recorded once.
+pub async fn a_retried_trigger_firing_is_recorded_once(t: &dyn ContractTarget) {
+    use cloacina_core::schedule::firing_key;
+    let s = t.storage();
+    let wf = single();
+    let wfs = set(&[&wf]);
+    let ctx = input(5);
+    let firing = TriggerFiring {
+        trigger: "inbox".into(),
+        key: firing_key("inbox", &ctx),
+        allow_concurrent: true,
+        execution: NewExecution::plan(&wf, ctx, "trigger:inbox", T0),
+    };
+    let id = firing.execution.id;
+    for _ in 0..3 {
+        match s.fire_trigger(firing.clone(), &wfs, T0).await.unwrap() {
+            TriggerOutcome::Fired { execution, .. } => assert_eq!(execution, id),
+            other => panic!("expected Fired, got {other:?}"),
+        }
+    }
+    assert_eq!(s.list_executions(&ExecutionFilter::default()).await.unwrap().len(), 1);
+}
+
+/// Recovery sweeps race a live runner that claims and reports the tasks
+/// they requeue: a task re-claimed by the live runner is never requeued
+/// under it (compare-and-set on the claim found dead), so every report of
+/// the live runner is applied and every execution completes once.
+pub async fn recovery_never_takes_a_live_runners_claim(t: &dyn ContractTarget) {
+    let pools = [t.storage(), t.reopen().await];
+    let wf = single();
+    let wfs = Arc::new(set(&[&wf]));
+    let rr = RecoveryRequest { policy: RecoveryPolicy::default(), limit: 3 };
+    for round in 0..8i64 {
+        let now = at(round * 100_000);
+        let (dead, live) =
+            (registration("dead_one", &format!("d{round}")), registration("live_one", &format!("l{round}")));
+        for r in [&dead, &live] {
+            pools[0].register_runner(r, now).await.unwrap();
+        }
+        let ids: Vec<ExecutionId> = {
+            let mut v = Vec::new();
+            for i in 0..12 {
+                v.push(create(&*pools[0], &wf, input(i), now).await);
+            }
+            v
+        };
+        let claimed = pools[0].claim(&ClaimRequest { owner: claim_owner(&dead), limit: 12 }, &wfs, now).await.unwrap();
+        assert_eq!(claimed.claimed.len(), 12);
+        // The dead runner is gone: its liveness expired.
+        let later = now.plus(Duration::from_secs(11));
+        pools[1].heartbeat(&live, later).await.unwrap();
+        let sweepers = (0..3).map(|k| {
+            let s = pools[k % 2].clone();
+            let wfs = wfs.clone();
+            let rr = rr.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let r = s.recover(&rr, &wfs, later).await.expect("recover");
+                    if r.requeued.is_empty() && r.abandoned.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            })
+        });
+        let claimer = {
+            let s = pools[1].clone();
+            let wfs = wfs.clone();
+            let owner = claim_owner(&live);
+            tokio::spawn(async move {
+                let mut results = Vec::new();
+                let deadline = std::time::Instant::now() + Duration::from_secs(20);
+                while results.len() < 12 && std::time::Instant::now() < deadline {
+                    let got =
+                        s.claim(&ClaimRequest { owner: owner.clone(), limit: 2 }, &wfs, later).await.expect("claim");
+                    if got.claimed.is_empty() {
+                        tokio::task::yield_now().await;
+                        continue;
+                    }
+                    let reports = got.claimed.iter().map(|c| success(c, Context::new())).collect();
+                    results.extend(s.report(reports, None, &wfs, later).await.expect("report").results);
+                }
+                results
+            })
+        };
+        for sw in sweepers {
+            sw.await.expect("sweeper");
+        }
+        let results = claimer.await.expect("claimer");
+        assert_eq!(results.len(), 12, "round {round}: every requeued task was claimed by the live runner");
+        assert!(results.iter().all(Result::is_ok), "round {round}: a live runner's claim was taken: {results:?}");
+        for id in ids {
+            assert_eq!(pools[0].execution(id).await.unwrap().unwrap().state, WorkflowState::Completed, "round {round}");
+        }
+    }
+}
+
 /// Generates one `#[tokio::test]` per contract case. `$setup` is an
 /// expression of type `impl Future<Output = impl ContractTarget>`,
 /// evaluated afresh for each test.
@@ -901,7 +1062,12 @@ macro_rules! storage_contract {
             schedules_register_update_pause_delete,
             each_tick_fires_once_across_callers,
             catch_up_after_downtime,
-            trigger_firings_are_deduplicated
+            trigger_firings_are_deduplicated,
+            nul_characters_in_errors_are_stored_escaped,
+            unreadable_is_empty_for_healthy_rows,
+            a_duplicate_tick_skips_only_its_schedule,
+            a_retried_trigger_firing_is_recorded_once,
+            recovery_never_takes_a_live_runners_claim
         );
     };
     (@cases $setup:expr; $($case:ident),+ $(,)?) => {

@@ -157,18 +157,23 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
     // Its own task on the application's runtime: a panic is a failed
     // attempt, not a crash, and a body that blocks its thread blocks the
     // application's threads, not the engine's.
-    let mut handle = inner.runtimes.app.spawn(
-        async move {
-            let r = body.execute(&mut ctx, &run).await;
-            (r, ctx)
-        }
-        .in_current_span(),
+    let mut body = AbortOnDrop(
+        inner.runtimes.app.spawn(
+            async move {
+                let r = body.execute(&mut ctx, &run).await;
+                (r, ctx)
+            }
+            .in_current_span(),
+        ),
     );
+    // No body outlives its supervision: when the runner goes away without a
+    // shutdown (its engine runtime dropped), this guard aborts the body.
+    let handle = &mut body.0;
     let timeout = spec.timeout_duration().or(inner.config.default_task_timeout);
     let timed = async {
         match timeout {
-            Some(d) => tokio::time::timeout(d, &mut handle).await.map_err(|_| d),
-            None => Ok((&mut handle).await),
+            Some(d) => tokio::time::timeout(d, &mut *handle).await.map_err(|_| d),
+            None => Ok((&mut *handle).await),
         }
     };
     let ending = tokio::select! {
@@ -184,7 +189,7 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
             // Cooperative first: the body may finish within the grace period.
             let grace = inner.config.shutdown_grace_period;
             tokio::select! {
-                _ = &mut handle => {}
+                _ = &mut *handle => {}
                 _ = tokio::time::sleep(grace) => {}
                 _ = inner.life.stop_all.cancelled() => {}
             }
@@ -197,4 +202,13 @@ async fn run_body(inner: &Arc<Inner>, task: &ClaimedTask) -> Ending {
         }
     };
     ending
+}
+
+/// A task that is aborted when this handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -1,9 +1,9 @@
 //! Runner registration, heartbeats, release at shutdown, lease checks.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use cloacina_core::ports::{Effects, Heartbeat, RunnerRegistration};
-use cloacina_core::step::{ExecutionSnapshot, Step};
+use cloacina_core::step::Step;
 use cloacina_core::{FencingToken, TaskExecutionId, TaskState, Timestamp, WorkflowSet};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::OnConflict;
@@ -11,8 +11,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::backend::{SqlBackend, TxError};
 use crate::entities::{runners, task_executions};
-use crate::ops::snapshot;
-use crate::rows;
+use crate::ops::snapshot::{self, Detail};
 use crate::storage::SqlStorage;
 
 impl<B: SqlBackend> SqlStorage<B> {
@@ -88,7 +87,10 @@ impl<B: SqlBackend> SqlStorage<B> {
         self.release_mine(txn, reg, held, "its claim was lost to a failed commit", now).await
     }
 
-    /// Puts the runner's running tasks other than `held` back to Ready.
+    /// Puts the runner's running tasks other than `held` back to Ready. The
+    /// tasks are found first, then their executions locked, and each is
+    /// released only if, read again under that lock, it still runs under
+    /// this runner's incarnation.
     async fn release_mine(
         &self,
         txn: sea_orm::DatabaseTransaction,
@@ -98,32 +100,33 @@ impl<B: SqlBackend> SqlStorage<B> {
         now: Timestamp,
     ) -> Result<Effects, TxError> {
         let err = |e| self.backend.classify(e);
-        let mine = task_executions::Entity::find()
+        let mine: Vec<(uuid::Uuid, uuid::Uuid)> = task_executions::Entity::find()
+            .select_only()
+            .columns([task_executions::Column::Id, task_executions::Column::ExecutionId])
             .filter(task_executions::Column::State.eq(TaskState::Running.as_str()))
             .filter(task_executions::Column::LeaseOwner.eq(reg.id.as_str()))
             .filter(task_executions::Column::LeaseIncarnation.eq(reg.incarnation.as_str()))
+            .into_tuple()
             .all(&txn)
             .await
             .map_err(err)?;
-        let mut by_exec: BTreeMap<uuid::Uuid, Vec<cloacina_core::ports::TaskRecord>> = BTreeMap::new();
-        for m in mine.iter().filter(|m| !held.contains(&TaskExecutionId(m.id))) {
-            by_exec.entry(m.execution_id).or_default().push(rows::task_record(m)?);
-        }
-        let ids: Vec<uuid::Uuid> = by_exec.keys().copied().collect();
-        let heads = snapshot::lock_heads(&self.backend, &txn, &ids).await?;
+        let mut ids: Vec<uuid::Uuid> =
+            mine.iter().filter(|(t, _)| !held.contains(&TaskExecutionId(*t))).map(|(_, e)| *e).collect();
+        ids.sort_unstable();
+        ids.dedup();
         let empty = WorkflowSet::new();
+        let mut snaps = snapshot::load(&self.backend, &txn, &ids, &empty, Detail::Raw).await?;
         let mut step = Step::new(now, &empty, None);
-        for h in heads {
-            let tasks = by_exec.remove(&h.id).unwrap_or_default();
-            let ids: Vec<TaskExecutionId> = tasks.iter().map(|t| t.id).collect();
-            let mut snap = ExecutionSnapshot {
-                execution: rows::execution_record(&h, None)?,
-                input_loaded: false,
-                tasks,
-                outputs: HashMap::new(),
-            };
-            for id in ids {
-                step.release(&mut snap, id, why);
+        for snap in snaps.values_mut().filter_map(|s| s.as_mut().ok()) {
+            let still_mine: Vec<TaskExecutionId> = snap
+                .tasks
+                .iter()
+                .filter(|t| t.state == TaskState::Running && !held.contains(&t.id))
+                .filter(|t| t.lease.as_ref().is_some_and(|l| l.owner == reg.id && l.incarnation == reg.incarnation))
+                .map(|t| t.id)
+                .collect();
+            for id in still_mine {
+                step.release(snap, id, why);
             }
         }
         self.commit_step(txn, step.finish(), now).await

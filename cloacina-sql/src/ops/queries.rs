@@ -128,7 +128,18 @@ impl<B: SqlBackend> SqlStorage<B> {
             .all(self.backend.reader())
             .await
             .map_err(|e| self.backend.classify(e))?;
-        Ok(found.into_iter().map(rows::execution_from_model).collect::<Result<_, _>>()?)
+        // One unreadable row never breaks listing the others: it is left out
+        // and named in the log (reading it by id names it to the caller).
+        Ok(found
+            .into_iter()
+            .filter_map(|m| match rows::execution_from_model(m) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!("listing executions: leaving out a row that cannot be read: {e}");
+                    None
+                }
+            })
+            .collect())
     }
 
     pub(crate) async fn try_events(&self, id: ExecutionId) -> Result<Vec<ExecutionEvent>, TxError> {

@@ -66,15 +66,6 @@ pub(crate) async fn lock_rows<B: SqlBackend>(
     }
 }
 
-/// Locks the given executions and returns their heads.
-pub(crate) async fn lock_heads<B: SqlBackend>(
-    b: &B,
-    txn: &sea_orm::DatabaseTransaction,
-    ids: &[uuid::Uuid],
-) -> Result<Vec<ExecutionHead>, TxError> {
-    Ok(lock_rows(b, txn, ids).await?.0)
-}
-
 /// A snapshot, or why its rows could not be read. One corrupted execution
 /// never hides the others.
 pub(crate) type Loaded = Result<ExecutionSnapshot, StorageError>;
