@@ -16,7 +16,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloacina_runner::{
     CatchUp, Context, CronSchedule, DefaultRunner, ExecutionFilter, TaskError, TaskSpec, Trigger, TriggerPoll,
@@ -41,6 +41,11 @@ impl Trigger for Inbox {
     }
 }
 
+/// The file name of a path.
+fn file_name(path: &str) -> String {
+    path.rsplit('/').next().unwrap_or(path).to_owned()
+}
+
 fn workflows() -> Result<Vec<Workflow>, Box<dyn std::error::Error>> {
     let report = task_fn(|mut ctx: Context| async move {
         let n: u64 = ctx.get_as("lines").unwrap_or(0);
@@ -52,15 +57,19 @@ fn workflows() -> Result<Vec<Workflow>, Box<dyn std::error::Error>> {
         let file: String = ctx.get_as("file")?;
         // Slow enough that the trigger sees the file again meanwhile.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let name = file_name(&file);
         let text = match std::fs::read_to_string(&file) {
             Ok(t) => t,
             // A poll that saw the file just before an earlier import
             // removed it: nothing left to do.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ctx),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                println!("  already imported {name}");
+                return Ok(ctx);
+            }
             Err(e) => return Err(TaskError::permanent(format!("{file}: {e}"))),
         };
         std::fs::remove_file(&file).map_err(|e| TaskError::transient(format!("{file}: {e}")))?;
-        println!("  imported {} ({} rows)", file.rsplit('/').next().unwrap_or(&file), text.lines().count());
+        println!("  imported {name} ({} rows)", text.lines().count());
         ctx.set("rows", text.lines().count())?;
         Ok(ctx)
     });
@@ -92,6 +101,48 @@ async fn start(url: &str, inbox: &std::path::Path) -> Result<DefaultRunner, Box<
     Ok(runner)
 }
 
+/// How long the example waits for anything before it gives up.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Waits until the inbox is empty and every import the trigger started has
+/// finished.
+async fn wait_for_imports(runner: &DefaultRunner, inbox: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if Instant::now() > deadline {
+            return Err("the inbox was not imported in time".into());
+        }
+        if std::fs::read_dir(inbox)?.next().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        }
+        let imports = runner.list_executions(ExecutionFilter { limit: Some(1000), ..Default::default() }).await?;
+        let unfinished: Vec<_> =
+            imports.iter().filter(|e| e.origin == "trigger:inbox" && !e.state.is_terminal()).collect();
+        if unfinished.is_empty() {
+            return Ok(());
+        }
+        for e in unfinished {
+            runner.handle(e.id).wait_timeout(deadline.saturating_duration_since(Instant::now())).await?;
+        }
+    }
+}
+
+/// Waits until `heartbeat_report` has run for `ticks` ticks in all.
+async fn wait_for_reports(runner: &DefaultRunner, ticks: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let all = runner.list_executions(ExecutionFilter { limit: Some(1000), ..Default::default() }).await?;
+        if all.iter().filter(|e| e.origin.starts_with("cron:heartbeat_report@")).count() >= ticks {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("heartbeat_report did not run {ticks} times in time").into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into())).init();
@@ -102,13 +153,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let runner = start(&url, &inbox).await?;
     std::fs::write(inbox.join("orders-1.csv"), "id,amount\n1,10\n2,20\n")?;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    wait_for_imports(&runner, &inbox).await?;
+    wait_for_reports(&runner, 2).await?;
     runner.shutdown().await?;
     println!("runner stopped; starting it again");
 
     let runner = start(&url, &inbox).await?;
     std::fs::write(inbox.join("orders-2.csv"), "id,amount\n3,30\n")?;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    wait_for_imports(&runner, &inbox).await?;
+    // Two more ticks after the restart.
+    wait_for_reports(&runner, 4).await?;
 
     let schedules = runner.list_schedules().await?;
     println!("schedules: {}", schedules.len());
@@ -131,8 +185,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for o in &by_cron {
         println!("  {o}");
     }
-    let imports = all.iter().filter(|e| e.origin == "trigger:inbox").count();
-    println!("imports started by the trigger: {imports}");
+    let imports: Vec<_> = all.iter().filter(|e| e.origin == "trigger:inbox").collect();
+    println!("imports started by the trigger: {}", imports.len());
+    let mut files: Vec<String> =
+        imports.iter().filter_map(|e| e.input.get_as::<String>("file").ok()).map(|f| file_name(&f)).collect();
+    files.sort();
+    let mut distinct = files.clone();
+    distinct.dedup();
+    for f in &distinct {
+        println!("  {f}: {}", files.iter().filter(|g| *g == f).count());
+    }
     runner.shutdown().await?;
     std::fs::remove_dir_all(&dir)?;
     Ok(())

@@ -636,8 +636,45 @@ mod tests {
         a.set("file", "a.csv").unwrap();
         let mut b = Context::new();
         b.set("file", "b.csv").unwrap();
-        assert_eq!(firing_key("t", &a), firing_key("t", &a));
         assert_ne!(firing_key("t", &a), firing_key("t", &b));
         assert_ne!(firing_key("t", &a), firing_key("u", &a));
+    }
+
+    #[test]
+    fn equal_contexts_have_equal_firing_keys_whatever_the_insertion_order() {
+        // Two equal contexts built independently: top-level keys and nested
+        // object keys inserted in different orders.
+        let mut nested_one = serde_json::Map::new();
+        nested_one.insert("bucket".into(), "inbox".into());
+        nested_one.insert("size".into(), 3.into());
+        nested_one.insert("tags".into(), serde_json::json!({"z": 1, "a": [1, 2]}));
+        let mut one = Context::new();
+        one.set("file", "orders.csv").unwrap();
+        one.set("meta", serde_json::Value::Object(nested_one)).unwrap();
+        one.set("attempt", 1).unwrap();
+
+        let mut tags = serde_json::Map::new();
+        tags.insert("a".into(), serde_json::json!([1, 2]));
+        tags.insert("z".into(), 1.into());
+        let mut nested_two = serde_json::Map::new();
+        nested_two.insert("tags".into(), serde_json::Value::Object(tags));
+        nested_two.insert("size".into(), 3.into());
+        nested_two.insert("bucket".into(), "inbox".into());
+        let mut two = Context::new();
+        two.set("attempt", 1).unwrap();
+        two.set("meta", serde_json::Value::Object(nested_two)).unwrap();
+        two.set("file", "orders.csv").unwrap();
+
+        assert_eq!(one, two);
+        assert_eq!(firing_key("inbox", &one), firing_key("inbox", &two));
+        // Pinned: the key is stored with each firing, so it must not change
+        // between releases. Computed independently (Python's hashlib): the
+        // first 16 bytes of SHA-256(`inbox` NUL
+        // `{"attempt":1,"file":"orders.csv","meta":{"bucket":"inbox","size":3,"tags":{"a":[1,2],"z":1}}}`).
+        assert_eq!(firing_key("inbox", &one), "deac1d8c2989a60fd4b5c5dc5e6544f0");
+        // The nested values take part in the key.
+        let mut other = one.clone();
+        other.set("meta", serde_json::json!({"bucket": "inbox", "size": 4, "tags": {"a": [1, 2], "z": 1}})).unwrap();
+        assert_ne!(firing_key("inbox", &one), firing_key("inbox", &other));
     }
 }

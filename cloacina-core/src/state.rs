@@ -287,13 +287,9 @@ mod tests {
                 match state.apply(TASK_EVENTS[i]) {
                     Ok(next) => {
                         prop_assert!(!before.is_terminal(), "left terminal {before:?} via {:?}", TASK_EVENTS[i]);
-                        prop_assert!(TaskState::ALL.contains(&next));
                         state = next;
                     }
-                    Err(e) => {
-                        prop_assert_eq!(e.from, before.to_string());
-                        prop_assert_eq!(state, before);
-                    }
+                    Err(e) => prop_assert_eq!(e.from, before.to_string()),
                 }
             }
         }
@@ -305,11 +301,10 @@ mod tests {
                 let before = state;
                 match state.apply(WORKFLOW_EVENTS[i]) {
                     Ok(next) => {
-                        prop_assert!(!before.is_terminal());
-                        prop_assert!(WorkflowState::ALL.contains(&next));
+                        prop_assert!(!before.is_terminal(), "left terminal {before:?} via {:?}", WORKFLOW_EVENTS[i]);
                         state = next;
                     }
-                    Err(_) => prop_assert_eq!(state, before),
+                    Err(e) => prop_assert_eq!(e.from, before.to_string()),
                 }
             }
         }

@@ -380,15 +380,31 @@ mod tests {
         assert_eq!(err.class(), ErrorClass::Permanent);
     }
 
+    /// A waker that counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
     #[test]
     fn cancellation_wakes_waiters() {
         let c = Cancellation::new();
-        let c2 = c.clone();
-        let waiter = std::thread::spawn(move || futures::executor::block_on(c2.cancelled()));
-        std::thread::sleep(Duration::from_millis(20));
+        let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut waiting = std::pin::pin!(c.clone().cancelled());
+        assert!(waiting.as_mut().poll(&mut cx).is_pending(), "not cancelled yet");
+        assert!(!c.is_cancelled());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0, "no wake-up before the signal");
         c.cancel();
-        waiter.join().unwrap();
         assert!(c.is_cancelled());
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "cancel wakes the registered waiter once");
+        assert!(waiting.as_mut().poll(&mut cx).is_ready(), "woken, the waiter sees the signal");
+        c.cancel();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "cancelling again wakes nobody");
     }
 
     #[test]

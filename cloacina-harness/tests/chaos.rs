@@ -9,13 +9,14 @@
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cloacina_runner::core::ports::Storage;
 use cloacina_runner::{
-    Context, DefaultRunner, ExecutionHandle, ExecutionId, RetryPolicy, TaskError, TaskSpec, TaskState, Workflow,
-    WorkflowState, task_fn_with_run,
+    Context, DefaultRunner, ExecutionFilter, ExecutionHandle, ExecutionId, RetryPolicy, TaskError, TaskSpec, TaskState,
+    Workflow, WorkflowState, task_fn_with_run,
 };
 use sqlx::Connection;
 
@@ -187,6 +188,15 @@ async fn finish_and_verify(pg: &ChaosPg, schema: &str, r: DefaultRunner, handles
     pg.drop_schema(schema).await;
 }
 
+/// The ids of the executions not yet terminal, and whether some execution
+/// has completed, as the runner reads them; `None` while storage cannot be
+/// read (a killed connection).
+async fn progress(r: &DefaultRunner) -> Option<(Vec<ExecutionId>, bool)> {
+    let all = r.list_executions(ExecutionFilter { limit: Some(10_000), ..Default::default() }).await.ok()?;
+    let unfinished = all.iter().filter(|e| !e.state.is_terminal()).map(|e| e.id).collect();
+    Some((unfinished, all.iter().any(|e| e.state == WorkflowState::Completed)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_mid_run() {
     let _serial = SERIAL.lock().await;
@@ -195,15 +205,50 @@ async fn postgres_restarted_mid_run() {
     let runs: Runs = Arc::default();
     let r = runner(&pg, &schema, &runs).await;
     let mut handles = submit(&r, 150).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Submissions made while the server is down wait and go through.
-    let during = {
-        let r = r.clone();
-        tokio::spawn(async move { submit(&r, 30).await })
+    // Mid-run: some work done, some in flight.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let in_flight = loop {
+        match progress(&r).await {
+            Some((unfinished, true)) if !unfinished.is_empty() => break unfinished,
+            Some((unfinished, _)) if unfinished.is_empty() => panic!("every execution finished before the restart"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no execution completed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    assert!(!in_flight.is_empty());
     let pg_ctl = pg.clone();
-    tokio::task::spawn_blocking(move || pg_ctl.pg_ctl(&["restart", "-m", "fast", "-w", "-t", "60"])).await.unwrap();
+    tokio::task::spawn_blocking(move || pg_ctl.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])).await.unwrap();
+    // Submissions made while the server is down wait, and go through once
+    // it is back.
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let trying = Arc::new(tokio::sync::Notify::new());
+    let mut during = {
+        let (r, accepted, trying) = (r.clone(), accepted.clone(), trying.clone());
+        tokio::spawn(async move {
+            let mut v = Vec::with_capacity(30);
+            trying.notify_one();
+            for i in 0..30 {
+                let mut ctx = Context::new();
+                ctx.set("i", 1000 + i).unwrap();
+                v.push(r.execute_async("chaos_chain", ctx).await.expect("submitted"));
+                accepted.fetch_add(1, Ordering::SeqCst);
+            }
+            v
+        })
+    };
+    trying.notified().await;
+    // Nothing can be stored while the server is down: no submission is
+    // acknowledged, however long it waits.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut during).await.is_err(),
+        "submissions returned while the server was down"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 0, "a submission was acknowledged while the server was down");
+    let pg_ctl = pg.clone();
+    tokio::task::spawn_blocking(move || pg_ctl.pg_ctl(&["start", "-w", "-t", "60"])).await.unwrap();
     handles.extend(during.await.unwrap());
+    assert_eq!(accepted.load(Ordering::SeqCst), 30);
     finish_and_verify(&pg, &schema, r, &handles, &runs).await;
 }
 
@@ -216,10 +261,29 @@ async fn connections_killed_mid_run() {
     let r = runner(&pg, &schema, &runs).await;
     let handles = submit(&r, 150).await;
     let mut killed = 0;
+    let mut kills_mid_run = 0;
     for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(150)).await;
-        killed += pg.terminate_runner_connections().await;
+        // Each kill waits until the runner reads storage again (it
+        // reconnected) and work is still in flight.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let unfinished = loop {
+            if let Some((unfinished, _)) = progress(&r).await {
+                break unfinished;
+            }
+            assert!(Instant::now() < deadline, "the runner never read storage again after a kill");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        if unfinished.is_empty() {
+            break;
+        }
+        let n = pg.terminate_runner_connections().await;
+        killed += n;
+        if n > 0 {
+            kills_mid_run += 1;
+        }
     }
+    eprintln!("connections killed: {killed}, by {kills_mid_run} kill(s) while executions were unfinished");
     assert!(killed > 0, "the runner's connections were killed");
+    assert!(kills_mid_run > 0, "some kill hit the runner while executions were unfinished");
     finish_and_verify(&pg, &schema, r, &handles, &runs).await;
 }

@@ -317,7 +317,12 @@ async fn graceful_proof(target: Target) {
     a.extend(["--submit", "20", "--concurrency", "4", "--work-ms", "150,250", "--grace-ms", "50"]);
     let mut first = Runner::spawn(&target.url, tenant, &journal, &a);
     first.expect_line("SUBMITTED", Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Work in flight: bodies (150 to 250 ms each) have started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_journal(&journal).by_pid.get(&first.child.id()).copied().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no task body started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.sigterm();
     first.expect_line("STOPPED", Duration::from_secs(30));
     first.wait_exit(Duration::from_secs(10));
@@ -330,7 +335,10 @@ async fn graceful_proof(target: Target) {
     second.expect_line("DONE", Duration::from_secs(60));
     let took = started.elapsed();
     second.wait_exit(Duration::from_secs(30));
-    assert!(took < Duration::from_secs(60), "leftover work waited {took:?}: the leases were not released");
+    // With the leases held, the leftover work would wait for their TTL
+    // (10 minutes); released, it takes as long as a start-up and 20
+    // executions of a few milliseconds.
+    assert!(took < Duration::from_secs(10), "leftover work waited {took:?}: the leases were not released");
 
     let storage = target.storage().await;
     let v = verify(&*storage, &journal, 20, 0).await;
@@ -456,30 +464,123 @@ async fn restart_proof(url: String, tenants: [Option<String>; 2], dir: &Path) {
 async fn stall_proof(target: Target) {
     let journal = target.journal();
     let tenant = target.tenant.as_deref();
+    // The frozen runner's liveness row: (incarnation, status, expires_at).
+    let liveness = async |id: &str| -> (String, String, i64) {
+        if target.url.starts_with("sqlite:") {
+            use sea_orm::ConnectionTrait;
+            let mut o = cloacina_sqlite::SqliteOptions::new(&target.url);
+            if let Some(t) = tenant {
+                o = o.tenant(t).unwrap();
+            }
+            let s = cloacina_sqlite::open(o).await.unwrap();
+            let row = s
+                .backend()
+                .connection()
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Sqlite,
+                    "SELECT incarnation, status, expires_at FROM runners WHERE id = ?",
+                    [id.into()],
+                ))
+                .await
+                .unwrap()
+                .expect("the runner is registered");
+            s.close().await;
+            (row.try_get_by_index(0).unwrap(), row.try_get_by_index(1).unwrap(), row.try_get_by_index(2).unwrap())
+        } else {
+            use sqlx::Connection;
+            let mut c = sqlx::postgres::PgConnection::connect(&target.url).await.unwrap();
+            let schema = tenant.unwrap_or("public");
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT incarnation, status, expires_at FROM \"{schema}\".runners WHERE id = $1"
+            )))
+            .bind(id)
+            .fetch_one(&mut c)
+            .await
+            .unwrap()
+        }
+    };
+    let wait_for = async |what: &str, done: &dyn Fn(&(String, String, i64)) -> bool, id: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let row = liveness(id).await;
+            if done(&row) {
+                return row;
+            }
+            assert!(Instant::now() < deadline, "{what}: the runner's liveness is {row:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
     let mut a: Vec<&str> = FAST_LEASES.to_vec();
     a.extend(["--submit", "30", "--concurrency", "6", "--work-ms", "300,400", "--no-exit"]);
     let mut first = Runner::spawn(&target.url, tenant, &journal, &a);
     first.expect_line("SUBMITTED", Duration::from_secs(60));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let id = first.expect_line("READY ", Duration::from_secs(1)).trim_start_matches("READY ").to_owned();
+    let pid = first.child.id();
+    // Frozen with work in flight: bodies (300 to 400 ms each) have started.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_journal(&journal).by_pid.get(&pid).copied().unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "no task body started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     first.signal("STOP");
-    // Frozen for more than twice the lease TTL (1 s): no heartbeats.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (incarnation, ..) = liveness(&id).await;
+    // Frozen past its lease TTL (1 s): no heartbeats, its liveness expires.
+    let now = || Timestamp::now().0;
+    wait_for("expiry while frozen", &|(_, _, expires_at)| *expires_at < now(), &id).await;
 
     let mut b: Vec<&str> = FAST_LEASES.to_vec();
     b.extend(["--concurrency", "8", "--work-ms", "1,5"]);
     let mut second = Runner::spawn(&target.url, tenant, &journal, &b);
     second.expect_line("DONE", Duration::from_secs(60));
     second.wait_exit(Duration::from_secs(30));
+    let (_, status, _) = liveness(&id).await;
+    assert_eq!(status, "dead", "the second runner declared the frozen one dead");
 
     first.signal("CONT");
     first.expect_log("declared dead", Duration::from_secs(30));
-    // Still alive and serving after registering again: it stops cleanly.
+    // It registers again, as a new incarnation.
+    let (again, ..) =
+        wait_for("registering again", &|(inc, status, _)| status == "alive" && *inc != incarnation, &id).await;
+    assert_ne!(again, incarnation);
+    // And serves new work: the only runner left, it runs executions stored
+    // behind its back.
+    let storage = target.storage().await;
+    let wf = workflow(Shape::Single, &journal, (0, 0));
+    let set: cloacina_runner::core::WorkflowSet = [wf.clone()].into_iter().collect();
+    let fresh: Vec<NewExecution> = (0..5)
+        .map(|i| {
+            let mut c = Context::new();
+            c.set("i", 100 + i).unwrap();
+            NewExecution::plan(&wf, c, "test", Timestamp::now())
+        })
+        .collect();
+    let fresh_ids: Vec<cloacina_runner::ExecutionId> = fresh.iter().map(|e| e.id).collect();
+    storage.create_executions(fresh, None, &set, Timestamp::now()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // Journal lines: `<execution> <task> <attempt> <pid>`.
+        let text = std::fs::read_to_string(&journal).unwrap_or_default();
+        let served = fresh_ids
+            .iter()
+            .filter(|e| {
+                let (e, p) = (e.to_string(), pid.to_string());
+                text.lines().any(|l| l.split(' ').next() == Some(e.as_str()) && l.split(' ').nth(3) == Some(p.as_str()))
+            })
+            .count();
+        let states = storage.execution_states(&fresh_ids).await.unwrap();
+        let completed = states.iter().filter(|(_, s)| *s == WorkflowState::Completed).count();
+        if served == fresh_ids.len() && completed == fresh_ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the thawed runner served {served} of 5 new executions: {states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     first.sigterm();
     first.expect_line("STOPPED", Duration::from_secs(30));
     first.wait_exit(Duration::from_secs(10));
 
-    let storage = target.storage().await;
-    let v = verify(&*storage, &journal, 30, 1).await;
+    let v = verify(&*storage, &journal, 35, 1).await;
     assert!(v.recovered_tasks > 0, "the frozen runner held tasks, and they were taken over");
     eprintln!("stall proof: {v:?}");
     storage.close().await;

@@ -45,16 +45,49 @@ fn gated_workflow(gate: Arc<AtomicBool>) -> Workflow {
         .unwrap()
 }
 
-async fn scheduled_runner(db: &TestDb, clock: &ManualClock, wf: Workflow) -> DefaultRunner {
-    db.builder()
+/// Counts a runner's scheduler rounds, through the hook every background
+/// loop calls with its name at the start of each round.
+#[derive(Clone, Default)]
+struct Rounds(Arc<AtomicUsize>);
+
+impl Rounds {
+    fn get(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A runner on the shared manual clock, and its scheduler rounds.
+struct Scheduled {
+    runner: DefaultRunner,
+    rounds: Rounds,
+}
+
+impl std::ops::Deref for Scheduled {
+    type Target = DefaultRunner;
+    fn deref(&self) -> &DefaultRunner {
+        &self.runner
+    }
+}
+
+async fn scheduled_runner(db: &TestDb, clock: &ManualClock, wf: Workflow) -> Scheduled {
+    let rounds = Rounds::default();
+    let counter = rounds.0.clone();
+    let runner = db
+        .builder()
         .clock(Arc::new(clock.clone()))
         .schedule_poll_interval(Duration::from_millis(40))
         // The manual clock jumps; keep leases far longer than any jump.
         .lease_ttl(Duration::from_secs(3600))
+        .fault_hook(Arc::new(move |name| {
+            if name == "scheduler" {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        }))
         .workflow(wf)
         .build()
         .await
-        .unwrap()
+        .unwrap();
+    Scheduled { runner, rounds }
 }
 
 async fn executions(r: &DefaultRunner, origin_prefix: &str) -> Vec<ExecutionRecord> {
@@ -63,20 +96,56 @@ async fn executions(r: &DefaultRunner, origin_prefix: &str) -> Vec<ExecutionReco
 }
 
 /// Waits until `count` executions with the origin prefix exist (panics
-/// after 20 s), then a few more poll rounds, and returns them.
-async fn settle(r: &DefaultRunner, origin_prefix: &str, count: usize) -> Vec<ExecutionRecord> {
+/// after 20 s), and returns them.
+async fn wait_for_executions(r: &DefaultRunner, origin_prefix: &str, count: usize) -> Vec<ExecutionRecord> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let found = executions(r, origin_prefix).await;
         if found.len() >= count {
-            break;
+            return found;
         }
         assert!(Instant::now() < deadline, "only {} of {count} `{origin_prefix}` executions", found.len());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Several more poll rounds of both runners: nothing else may appear.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    executions(r, origin_prefix).await
+}
+
+/// Waits until every schedule in `names` has processed `tick` (its
+/// `last_tick` reached it; the tick's execution is stored in the same
+/// transaction), then until each runner has completed two more scheduler
+/// rounds, which would have fired anything else due. Panics after 20 s.
+async fn settle(runners: &[&Scheduled], names: &[&str], tick: Timestamp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let listed = runners[0].list_schedules().await.unwrap();
+        let behind: Vec<(&str, Timestamp)> = names
+            .iter()
+            .map(|n| {
+                let s = listed.iter().find(|s| s.schedule.name() == *n).unwrap_or_else(|| panic!("no schedule {n}"));
+                (*n, s.last_tick)
+            })
+            .filter(|(_, last)| *last < tick)
+            .collect();
+        if behind.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "schedules behind tick {tick:?}: {behind:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A round counted after now starts after the tick was processed; it has
+    // finished once the round after it starts. Three more starts: two whole
+    // rounds.
+    let marks: Vec<usize> = runners.iter().map(|r| r.rounds.get()).collect();
+    for (r, mark) in runners.iter().zip(marks) {
+        while r.rounds.get() < mark + 3 {
+            assert!(Instant::now() < deadline, "the scheduler stopped running rounds");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// `START` plus `secs` seconds.
+fn at(secs: i64) -> Timestamp {
+    Timestamp(START.0 + secs * 1000)
 }
 
 fn tick_of(e: &ExecutionRecord) -> String {
@@ -95,8 +164,9 @@ async fn one_execution_per_tick_across_two_runners(db: TestDb) {
     assert_eq!(a.list_schedules().await.unwrap().len(), 1, "registering twice is one schedule");
     for i in 1..=10 {
         clock.advance(Duration::from_secs(1));
-        let seen = settle(&a, "cron:every_second@", i).await;
-        assert_eq!(seen.len(), i, "after tick {i}");
+        settle(&[&a, &b], &["every_second"], at(i)).await;
+        let seen = executions(&a, "cron:every_second@").await;
+        assert_eq!(seen.len(), i as usize, "after tick {i}");
     }
     let seen = executions(&b, "cron:every_second@").await;
     assert_eq!(seen.len(), 10);
@@ -132,7 +202,8 @@ async fn catch_up_after_runners_were_down(db: TestDb) {
     }
     first.pause_schedule("paused").await.unwrap();
     clock.advance(Duration::from_secs(60));
-    assert_eq!(settle(&first, "cron:hourly_", 2).await.len(), 2, "tick 1 of both");
+    settle(&[&first], &["hourly_skip", "hourly_all"], at(60)).await;
+    assert_eq!(executions(&first, "cron:hourly_").await.len(), 2, "tick 1 of both");
     first.shutdown().await.unwrap();
 
     // Ticks 2 to 6 pass while no runner is up.
@@ -143,7 +214,8 @@ async fn catch_up_after_runners_were_down(db: TestDb) {
     for s in schedules() {
         second.register_cron(s).await.unwrap();
     }
-    let all = settle(&second, "cron:hourly_all@", 6).await;
+    settle(&[&second], &["hourly_skip", "hourly_all"], at(6 * 60)).await;
+    let all = executions(&second, "cron:hourly_all@").await;
     assert_eq!(all.len(), 6, "run_all: tick 1, then the five missed ticks");
     let skip = executions(&second, "cron:hourly_skip@").await;
     assert_eq!(skip.len(), 2, "skip: tick 1, then only the latest of the missed ticks");
@@ -201,10 +273,27 @@ async fn trigger_fires_and_duplicates_are_suppressed(db: TestDb) {
     gate.store(true, Ordering::SeqCst);
     let r = runner.handle(fired[0].id).wait_timeout(Duration::from_secs(20)).await.unwrap();
     assert_eq!(r.status, WorkflowState::Completed);
-    // Finished: the same firing starts a new execution.
-    let again = settle(&runner, "trigger:inbox", 2).await;
-    assert!(again.len() >= 2);
+    // Finished: the same firing starts new executions, one at a time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let again = loop {
+        let found = executions(&runner, "trigger:inbox").await;
+        let unfinished: Vec<_> = found.iter().filter(|e| !e.state.is_terminal()).map(|e| e.id).collect();
+        assert!(unfinished.len() <= 1, "identical firings never run side by side: {unfinished:?}");
+        if found.len() >= 3 {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "only {} `trigger:inbox` executions after the first finished", found.len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let mut ids: Vec<_> = again.iter().map(|e| e.id).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), again.len(), "each firing is a new execution");
+    let new: Vec<_> = again.iter().filter(|e| e.id != fired[0].id).collect();
+    assert_eq!(new.len(), again.len() - 1, "the first execution is still there, once");
+    assert!(new.iter().all(|e| e.input.get_as::<String>("file").unwrap() == "orders.csv"));
     runner.shutdown().await.unwrap();
+    assert_eq!(Arc::strong_count(&trigger), 1, "shutdown stopped the trigger's polling and dropped it");
 }
 
 /// A trigger allowing concurrent runs starts one execution per firing; a
@@ -222,21 +311,33 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
                 .allow_concurrent(true),
         )
         .unwrap();
-    let running = settle(&runner, "trigger:fanout", 3).await;
+    let running = wait_for_executions(&runner, "trigger:fanout", 3).await;
     assert!(running.iter().filter(|e| !e.state.is_terminal()).count() >= 3, "identical firings run side by side");
 
-    struct Faulty(AtomicUsize);
+    // Fails, then panics, then fires once; skips from then on.
+    struct Faulty {
+        polls: AtomicUsize,
+        marker: String,
+    }
     #[cloacina_runner::async_trait]
     impl Trigger for Faulty {
         async fn poll(&self) -> Result<TriggerPoll, TaskError> {
-            match self.0.fetch_add(1, Ordering::SeqCst) % 3 {
-                0 => Err(TaskError::transient("source unreachable")),
-                1 => panic!("bug in a trigger"),
+            match self.polls.fetch_add(1, Ordering::SeqCst) {
+                0 => Err(TaskError::transient(format!("source unreachable ({})", self.marker))),
+                1 => panic!("bug in a trigger ({})", self.marker),
+                2 => {
+                    let mut ctx = Context::new();
+                    ctx.insert("file", "after_the_faults.csv")?;
+                    Ok(TriggerPoll::Fire(ctx))
+                }
                 _ => Ok(TriggerPoll::Skip),
             }
         }
     }
-    let faulty = Arc::new(Faulty(AtomicUsize::new(0)));
+    let logs = common::Captured::global("cloacina_runner=warn");
+    // Unique, because both backends' cases log into one capture.
+    let marker = cloacina_testkit::pg::unique_name("faulty");
+    let faulty = Arc::new(Faulty { polls: AtomicUsize::new(0), marker: marker.clone() });
     runner
         .register_trigger(
             TriggerSpec::new("faulty", "gated", faulty.clone())
@@ -245,20 +346,33 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
                 .unwrap(),
         )
         .unwrap();
+    // Polled again after the error and after the panic: the third poll fires.
+    let fired = wait_for_executions(&runner, "trigger:faulty", 1).await;
+    assert_eq!(fired[0].input.get_as::<String>("file").unwrap(), "after_the_faults.csv");
+    // A few more polls (skips) later, that firing is still the only one.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while faulty.0.load(Ordering::SeqCst) < 7 {
-        assert!(Instant::now() < deadline, "a failing trigger must keep being polled");
+    while faulty.polls.load(Ordering::SeqCst) < 8 {
+        assert!(Instant::now() < deadline, "the trigger stopped being polled");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(executions(&runner, "trigger:faulty").await.is_empty());
+    assert_eq!(executions(&runner, "trigger:faulty").await.len(), 1, "one firing, one execution");
+    // Both faults were logged.
+    let failed = |what: &str| {
+        logs.text().lines().any(|l| l.contains("trigger poll failed") && l.contains(what) && l.contains(&marker))
+    };
+    while !(failed("source unreachable") && failed("bug in a trigger")) {
+        assert!(Instant::now() < deadline, "poll failures not logged:\n{}", logs.text());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     // Registering a name twice on one runner is refused.
     let dup = TriggerSpec::new("fanout", "gated", fanout.clone()).unwrap();
     assert!(matches!(runner.register_trigger(dup), Err(RunnerError::DuplicateTrigger { name }) if name == "fanout"));
     gate.store(true, Ordering::SeqCst);
     runner.shutdown().await.unwrap();
-    let polls = fanout.polls.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(fanout.polls.load(Ordering::SeqCst), polls, "polling stops at shutdown");
+    // Shutdown joined the trigger loops: nothing holds the triggers any
+    // more, so nothing polls them.
+    assert_eq!(Arc::strong_count(&fanout), 1, "polling stops at shutdown");
+    assert_eq!(Arc::strong_count(&faulty), 1, "polling stops at shutdown");
 }
 
 /// Bad schedules and triggers are typed errors that say what is allowed.

@@ -282,15 +282,22 @@ fn local(durability: Durability) -> Result<Server, String> {
                host all postgres 127.0.0.1/32 trust\n\
                host all all 127.0.0.1/32 scram-sha-256\n";
     std::fs::write(data_dir.join("pg_hba.conf"), hba).map_err(|e| format!("cannot write pg_hba.conf: {e}"))?;
-    let mut opts = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c shared_buffers=128MB",
+    // The settings go into the cluster's own configuration (not `pg_ctl -o`),
+    // so a test that stops and starts the server keeps them.
+    let mut conf = format!(
+        "\n# cloacina test cluster\nport = {port}\nunix_socket_directories = '{}'\nlisten_addresses = '127.0.0.1'\n\
+         max_connections = 400\nshared_buffers = 128MB\n",
         root.display()
     );
     if durability == Durability::Fast {
-        opts.push_str(" -c fsync=off -c synchronous_commit=off -c full_page_writes=off");
+        conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
     }
+    let conf_path = data_dir.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf_path).map_err(|e| format!("cannot read postgresql.conf: {e}"))?;
+    text.push_str(&conf);
+    std::fs::write(&conf_path, text).map_err(|e| format!("cannot write postgresql.conf: {e}"))?;
     let log = root.join("server.log").display().to_string();
-    let out = pg_cmd(&cluster, "pg_ctl", &["-D", &d, "-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
+    let out = pg_cmd(&cluster, "pg_ctl", &["-D", &d, "-l", &log, "-w", "-t", "60", "start"])
         .output()
         .map_err(|e| format!("cannot run pg_ctl: {e}"))?;
     if !out.status.success() {
