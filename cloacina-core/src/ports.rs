@@ -122,6 +122,23 @@ pub enum StorageError {
         #[source]
         source: Option<BoxError>,
     },
+    /// Something of this name already exists that this library did not
+    /// create (a schema, a role): it is left alone, never taken over.
+    #[error("a {kind} named `{name}` already exists and was not created by Cloacina's tenant admin: it is left alone")]
+    ForeignObject {
+        /// What kind of object (`schema`, `role`).
+        kind: &'static str,
+        /// Its name.
+        name: String,
+    },
+    /// Something that was to be created exists already.
+    #[error("{what} `{id}` already exists")]
+    AlreadyExists {
+        /// What kind of entity.
+        what: &'static str,
+        /// Its name or id.
+        id: String,
+    },
     /// A value that storage cannot accept (e.g. a context over a limit).
     #[error("invalid input: {message}")]
     InvalidInput {
@@ -140,6 +157,13 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// An [`InvalidUrl`](Self::InvalidUrl) error; the URL is kept only with
+    /// its passwords redacted ([`redact_url`](crate::redact_url)), whatever
+    /// its shape.
+    pub fn invalid_url(url: &str, reason: impl Into<String>) -> Self {
+        StorageError::InvalidUrl { url: crate::redact_url(url), reason: reason.into() }
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Unavailable { .. } | StorageError::Busy { .. })
@@ -584,15 +608,18 @@ pub struct RecoveryReport {
     pub effects: Effects,
 }
 
-/// A wake-up from storage.
+/// A wake-up from storage: a hint of where to look, never a fact to act
+/// on — a receiver reads what changed from its own tenant's storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notification {
     /// Tasks became ready somewhere.
     TasksReady,
-    /// An execution reached a terminal state.
-    ExecutionFinished(ExecutionId),
-    /// An execution was cancelled (running tasks should stop).
-    ExecutionCancelled(ExecutionId),
+    /// An execution reached a terminal state: this one, or — from a
+    /// channel that carries no ids (PostgreSQL) — some execution.
+    ExecutionFinished(Option<ExecutionId>),
+    /// An execution was cancelled (its running tasks should stop): this
+    /// one, or some execution.
+    ExecutionCancelled(Option<ExecutionId>),
 }
 
 /// Executions: reads.

@@ -9,7 +9,7 @@ use std::fmt;
 pub const MAX_TENANT_NAME_LEN: usize = 63;
 
 const RULE: &str = "tenant names are 1-63 characters of ASCII letters, digits and underscores, \
-starting with a letter or underscore; `pg_*`, `information_schema` and `public` are reserved";
+starting with a letter or underscore; `pg_*`, `information_schema`, `public` and `cloacina_admin` are reserved";
 
 /// Why a tenant name was refused. Every variant's message states the rule.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,8 +52,9 @@ pub enum TenantNameError {
 
 /// A validated tenant name: 1–63 characters of ASCII letters, digits and
 /// underscores, starting with a letter or underscore; `pg_*` (any case),
-/// `information_schema` and `public` are reserved (`public` is the legacy
-/// layout, reached by not naming a tenant).
+/// `information_schema`, `public` (the legacy layout, reached by not
+/// naming a tenant) and `cloacina_admin` (the tenant admin's registry) are
+/// reserved.
 ///
 /// ```
 /// use cloacina_core::{TenantName, TenantNameError};
@@ -83,7 +84,8 @@ impl TenantName {
             return Err(TenantNameError::StartsWithDigit { name: name.to_owned() });
         }
         let lower = name.to_ascii_lowercase();
-        if lower.starts_with("pg_") || lower == "information_schema" || lower == "public" {
+        // `cloacina_admin` holds the tenant admin's registry (PostgreSQL).
+        if lower.starts_with("pg_") || lower == "information_schema" || lower == "public" || lower == "cloacina_admin" {
             return Err(TenantNameError::Reserved { name: name.to_owned() });
         }
         Ok(Self(name.to_owned()))
@@ -147,7 +149,7 @@ mod tests {
         assert!(matches!(TenantName::parse("../etc"), Err(TenantNameError::InvalidCharacter { found: '.', .. })));
         assert!(matches!(TenantName::parse(&"a".repeat(64)), Err(TenantNameError::TooLong { len: 64, .. })));
         assert!(matches!(TenantName::parse("1abc"), Err(TenantNameError::StartsWithDigit { .. })));
-        for r in ["pg_toast", "PG_catalog", "information_schema", "public"] {
+        for r in ["pg_toast", "PG_catalog", "information_schema", "public", "cloacina_admin", "Cloacina_Admin"] {
             assert!(matches!(TenantName::parse(r), Err(TenantNameError::Reserved { .. })), "{r}");
         }
     }

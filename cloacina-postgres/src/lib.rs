@@ -30,6 +30,7 @@
 //! ```
 
 mod admin;
+mod setup;
 mod url;
 mod writes;
 
@@ -39,7 +40,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
 use cloacina_core::step::Writes;
-use cloacina_core::{ExecutionId, TenantName, Timestamp};
+use cloacina_core::{TenantName, Timestamp};
 use cloacina_sql::LockedRows;
 use cloacina_sql::entities::task_executions;
 use cloacina_sql::rows::ExecutionHead;
@@ -52,8 +53,8 @@ use sea_orm::{
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
-pub use admin::{TenantAdmin, TenantCredentials};
-pub use url::redact_url;
+pub use admin::{TenantAdmin, TenantCredentials, TenantOptions};
+pub use url::{is_postgres_scheme, redact_url};
 
 /// The storage ports on PostgreSQL.
 pub type PgStorage = SqlStorage<PgBackend>;
@@ -130,29 +131,17 @@ fn schema_name(t: Option<&TenantName>) -> String {
     t.map(|t| t.as_str().to_owned()).unwrap_or_else(|| "public".into())
 }
 
-/// FNV-1a: a stable 64-bit hash (the same in every process and release),
-/// for advisory-lock keys and channel names.
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
-}
-
-/// The NOTIFY channel of a schema.
-fn channel_name(schema: &str) -> String {
-    format!("cloacina_{:016x}", fnv1a(schema))
-}
-
-fn migration_lock_key(schema: &str) -> i64 {
-    fnv1a(&format!("cloacina:migrate:{schema}")) as i64
-}
-
-/// NOTIFY payloads, each once: `ready`, `finished:<id>`, `cancelled:<id>`.
+/// NOTIFY payloads, each once: `ready`, `finished`, `cancelled`. They
+/// carry no ids: a notification only says where to look, and a receiver
+/// reads what changed from its own schema (so a payload is of no use to
+/// anyone who could read it, and a forged one changes nothing).
 fn payloads(notes: &[Notification]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for n in notes {
         let p = match n {
             Notification::TasksReady => "ready".to_owned(),
-            Notification::ExecutionFinished(id) => format!("finished:{id}"),
-            Notification::ExecutionCancelled(id) => format!("cancelled:{id}"),
+            Notification::ExecutionFinished(_) => "finished".to_owned(),
+            Notification::ExecutionCancelled(_) => "cancelled".to_owned(),
         };
         if !out.contains(&p) {
             out.push(p);
@@ -207,7 +196,7 @@ fn unavailable(what: String, e: impl std::error::Error + Send + Sync + 'static) 
 }
 
 /// Connects once, retrying with backoff until `timeout` passes.
-async fn connect_with_retry(o: &PgConnectOptions, timeout: Duration) -> StorageResult<PgConnection> {
+pub(crate) async fn connect_with_retry(o: &PgConnectOptions, timeout: Duration) -> StorageResult<PgConnection> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(100);
     loop {
@@ -245,34 +234,17 @@ pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
     let quoted = quoted_schema(opts.schema.as_ref());
     let base = base.application_name("cloacina");
 
-    // Schema and migrations, on one connection, in one transaction, under
-    // the schema's advisory lock.
+    // The schema and its meta table, on one connection; no lock that
+    // another tenant could take (see `setup`).
     let mut setup = connect_with_retry(&base, opts.connect_timeout).await?;
-    let open_report = {
-        let mut tx = setup.begin().await.map_err(|e| unavailable("cannot begin the setup transaction".into(), e))?;
-        sqlx::query("SELECT pg_advisory_xact_lock($1)")
-            .bind(migration_lock_key(&schema))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable("cannot take the migration lock".into(), e))?;
-        let existed: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-            .bind(&schema)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(|e| unavailable("cannot look up the schema".into(), e))?;
-        if !existed {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {quoted}")))
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StorageError::Backend {
-                    message: format!("cannot create schema {quoted}"),
-                    source: Some(Box::new(e)),
-                })?;
-        }
-        tx.commit().await.map_err(|e| unavailable("cannot commit the schema".into(), e))?;
-        OpenReport { created: !existed, migrations_applied: Vec::new() }
-    };
-    drop(setup);
+    let lock_ms = opts.connect_timeout.as_millis().clamp(1, i32::MAX as u128);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("SET lock_timeout = {lock_ms}")))
+        .execute(&mut setup)
+        .await
+        .map_err(|e| unavailable("cannot configure the setup connection".into(), e))?;
+    let created = setup::ensure_schema(&mut setup, &schema, &quoted).await?;
+    let channel = setup::ensure_meta(&mut setup, &quoted).await?;
+    let open_report = OpenReport { created, migrations_applied: Vec::new() };
 
     let scoped = base.clone().options([("search_path", quoted.as_str())]);
     let expected = schema.clone();
@@ -300,39 +272,15 @@ pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
         })
         .connect_lazy_with(scoped);
     let conn = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-    let mut backend = PgBackend {
-        options: base,
-        schema: opts.schema.clone(),
-        pool,
-        conn,
-        channel: channel_name(&schema),
-        open_report,
-    };
-    backend.open_report.migrations_applied = migrate(&backend, &schema).await?;
+    let mut backend = PgBackend { options: base, schema: opts.schema.clone(), pool, conn, channel, open_report };
+    backend.open_report.migrations_applied =
+        setup::migrate(&backend, &mut setup, &quoted, opts.connect_timeout).await?;
+    drop(setup);
     tracing::debug!(storage = %backend.describe(), report = ?backend.open_report, "PostgreSQL storage open");
     Ok(SqlStorage::new(backend))
 }
 
-async fn migrate(b: &PgBackend, schema: &str) -> StorageResult<Vec<String>> {
-    let run = async {
-        let txn = b.conn.begin().await?;
-        txn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock($1)",
-            [migration_lock_key(schema).into()],
-        ))
-        .await?;
-        let applied = cloacina_sql::migrate(&txn).await?;
-        txn.commit().await?;
-        Ok::<_, DbErr>(applied)
-    };
-    run.await.map_err(|e| match b.classify(e) {
-        TxError::Storage(e) => e,
-        TxError::Conflict(m) => StorageError::Busy { message: format!("migrations: {m}"), source: None },
-    })
-}
-
-fn sqlstate(err: &DbErr) -> Option<String> {
+pub(crate) fn sqlstate(err: &DbErr) -> Option<String> {
     let rt = match err {
         DbErr::Exec(rt) | DbErr::Query(rt) | DbErr::Conn(rt) => rt,
         _ => return None,
@@ -532,31 +480,24 @@ impl SqlBackend for PgBackend {
             .await
             .map_err(|e| unavailable(format!("cannot LISTEN on {}", self.channel), e))?;
         let s = stream::unfold(listener, |mut l| async move {
-            loop {
-                match l.try_recv().await {
-                    Ok(Some(n)) => {
-                        let p = n.payload();
-                        let note = if let Some(id) = p.strip_prefix("finished:") {
-                            id.parse::<ExecutionId>().ok().map(Notification::ExecutionFinished)
-                        } else if let Some(id) = p.strip_prefix("cancelled:") {
-                            id.parse::<ExecutionId>().ok().map(Notification::ExecutionCancelled)
-                        } else {
-                            Some(Notification::TasksReady)
-                        };
-                        if let Some(note) = note {
-                            return Some((note, l));
-                        }
-                    }
-                    // The connection was lost (it reconnects on the next
-                    // call): notifications may have been missed, so wake up.
-                    Ok(None) => return Some((Notification::TasksReady, l)),
-                    Err(e) => {
-                        tracing::warn!("LISTEN connection failed, retrying: {e}");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        return Some((Notification::TasksReady, l));
-                    }
+            let note = match l.try_recv().await {
+                // Whatever the payload says, it is only a hint of where to
+                // look; unknown payloads mean "look for work".
+                Ok(Some(n)) => match n.payload() {
+                    "finished" => Notification::ExecutionFinished(None),
+                    "cancelled" => Notification::ExecutionCancelled(None),
+                    _ => Notification::TasksReady,
+                },
+                // The connection was lost (it reconnects on the next call):
+                // notifications may have been missed, so wake up.
+                Ok(None) => Notification::TasksReady,
+                Err(e) => {
+                    tracing::warn!("LISTEN connection failed, retrying: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Notification::TasksReady
                 }
-            }
+            };
+            Some((note, l))
         });
         Ok(Some(s.boxed()))
     }
@@ -593,19 +534,26 @@ impl SqlBackend for PgBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloacina_core::ExecutionId;
 
     #[test]
-    fn channel_and_lock_names_are_stable() {
-        assert_eq!(channel_name("acme"), channel_name("acme"));
-        assert_ne!(channel_name("acme"), channel_name("acme2"));
-        assert!(channel_name(&"x".repeat(63)).len() < 63);
-        assert_eq!(fnv1a(""), 0xcbf2_9ce4_8422_2325);
-        assert_ne!(migration_lock_key("a"), migration_lock_key("b"));
+    fn payloads_carry_no_ids_and_are_sent_once() {
+        let id = ExecutionId::new();
+        let notes = [
+            Notification::TasksReady,
+            Notification::ExecutionFinished(Some(id)),
+            Notification::ExecutionCancelled(Some(id)),
+            Notification::ExecutionFinished(Some(ExecutionId::new())),
+            Notification::TasksReady,
+        ];
+        assert_eq!(payloads(&notes), ["ready", "finished", "cancelled"]);
     }
 
     #[test]
     fn options_debug_hides_the_password() {
         let o = PgOptions::new("postgres://app:topsecret@db:5432/app");
-        assert!(!format!("{o:?}").contains("topsecret"));
+        let text = format!("{o:?}");
+        assert!(!text.contains("topsecret"), "{text}");
+        assert!(text.contains("postgres://app:***@db:5432/app"), "the URL is shown, redacted: {text}");
     }
 }

@@ -52,6 +52,7 @@ async fn pooled_connections_are_scoped_to_the_tenant_schema() {
     assert_eq!(
         tables,
         [
+            "cloacina_meta",
             "execution_events",
             "runners",
             "schedule_ticks",
@@ -225,7 +226,8 @@ async fn a_tenant_role_reaches_only_its_own_schema() {
     sb.backend().connection().clone().close().await.ok();
     admin.remove_tenant(&na).await.unwrap();
     admin.remove_tenant(&nb).await.unwrap();
-    admin.remove_tenant(&nb).await.unwrap(); // removing again is not an error
+    // Removing again: no such tenant (any more), and nothing is touched.
+    assert!(matches!(admin.remove_tenant(&nb).await, Err(StorageError::NotFound { what: "tenant", .. })));
     let listed: Vec<String> = admin.list_tenants().await.unwrap().iter().map(|t| t.to_string()).collect();
     assert!(!listed.contains(&na) && !listed.contains(&nb));
     let roles = scalar(&db.url, "SELECT COALESCE(string_agg(rolname::text, ','), '') FROM pg_roles").await;

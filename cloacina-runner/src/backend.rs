@@ -3,44 +3,72 @@
 use std::sync::Arc;
 
 use cloacina_core::ports::Storage;
+use cloacina_core::redact_url;
 
 use crate::config::RunnerConfig;
 use crate::error::{Result, RunnerError};
-use cloacina_core::redact_url as redact;
+
+/// The backends a URL's scheme (case-insensitive, RFC 3986) can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scheme {
+    Sqlite,
+    Postgres,
+}
+
+/// The backend `url` names, or why none. A known scheme with a malformed
+/// rest (`postgres:/…`) is the backend's to refuse as an invalid URL; only
+/// an unknown scheme is unsupported.
+pub(crate) fn scheme(url: &str) -> Result<Scheme> {
+    let name = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase()).unwrap_or_default();
+    match name.as_str() {
+        "sqlite" => Ok(Scheme::Sqlite),
+        "postgres" | "postgresql" => Ok(Scheme::Postgres),
+        _ => Err(RunnerError::UnsupportedUrl {
+            url: redact_url(url),
+            reason: "expected a sqlite:// (or sqlite::memory:) or postgres:// / postgresql:// URL".into(),
+        }),
+    }
+}
 
 pub(crate) async fn open_storage(config: &RunnerConfig) -> Result<Arc<dyn Storage>> {
-    let url = config.database_url.as_str();
+    let url = config.database_url.expose();
     let tenant = config.tenant.clone();
-    if url.starts_with("sqlite:") {
-        #[cfg(feature = "sqlite")]
-        {
-            let opts = cloacina_sqlite::SqliteOptions::new(url).tenant_name(tenant).read_pool_size(config.pool_size);
-            return Ok(Arc::new(cloacina_sqlite::open(opts).await?));
+    match scheme(url)? {
+        Scheme::Sqlite => {
+            #[cfg(feature = "sqlite")]
+            {
+                let opts =
+                    cloacina_sqlite::SqliteOptions::new(url).tenant_name(tenant).read_pool_size(config.pool_size);
+                Ok(Arc::new(cloacina_sqlite::open(opts).await?))
+            }
+            #[cfg(not(feature = "sqlite"))]
+            {
+                let _ = tenant;
+                Err(RunnerError::UnsupportedUrl {
+                    url: redact_url(url),
+                    reason: "SQLite support is not compiled in; enable the `sqlite` feature of cloacina-runner".into(),
+                })
+            }
         }
-        #[cfg(not(feature = "sqlite"))]
-        return Err(RunnerError::UnsupportedUrl {
-            url: redact(url),
-            reason: "SQLite support is not compiled in; enable the `sqlite` feature of cloacina-runner".into(),
-        });
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        #[cfg(feature = "postgres")]
-        {
-            let opts = cloacina_postgres::PgOptions::new(url)
-                .tenant_name(tenant)
-                .pool_size(config.pool_size)
-                .connect_timeout(config.connect_timeout);
-            return Ok(Arc::new(cloacina_postgres::open(opts).await?));
+        Scheme::Postgres => {
+            #[cfg(feature = "postgres")]
+            {
+                let opts = cloacina_postgres::PgOptions::new(url)
+                    .tenant_name(tenant)
+                    .pool_size(config.pool_size)
+                    .connect_timeout(config.connect_timeout)
+                    .acquire_timeout(config.connect_timeout);
+                Ok(Arc::new(cloacina_postgres::open(opts).await?))
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = tenant;
+                Err(RunnerError::UnsupportedUrl {
+                    url: redact_url(url),
+                    reason: "PostgreSQL support is not compiled in; enable the `postgres` feature of cloacina-runner"
+                        .into(),
+                })
+            }
         }
-        #[cfg(not(feature = "postgres"))]
-        return Err(RunnerError::UnsupportedUrl {
-            url: redact(url),
-            reason: "PostgreSQL support is not compiled in; enable the `postgres` feature of cloacina-runner".into(),
-        });
     }
-    let _ = tenant;
-    Err(RunnerError::UnsupportedUrl {
-        url: redact(url),
-        reason: "expected a sqlite:// (or sqlite::memory:) or postgres:// / postgresql:// URL".into(),
-    })
 }

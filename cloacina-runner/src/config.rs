@@ -9,11 +9,39 @@ use crate::engine::state::FaultHook;
 use crate::error::{Result, RunnerError};
 use crate::runner::DefaultRunner;
 
+/// A database URL held so that it cannot be printed with its password:
+/// `Debug` and `Display` show it redacted ([`redact_url`](cloacina_core::redact_url)).
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+    /// The URL itself, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", cloacina_core::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&cloacina_core::redact_url(&self.0))
+    }
+}
+
 /// Validated settings of a runner. Built by [`DefaultRunnerBuilder`].
 /// Its `Debug` output shows the database URL without its password.
 #[derive(Clone)]
 pub struct RunnerConfig {
-    pub(crate) database_url: String,
+    pub(crate) database_url: DatabaseUrl,
     pub(crate) tenant: Option<TenantName>,
     pub(crate) enable_recovery: bool,
     pub(crate) max_concurrent_tasks: usize,
@@ -33,7 +61,7 @@ pub struct RunnerConfig {
 impl std::fmt::Debug for RunnerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerConfig")
-            .field("database_url", &cloacina_core::redact_url(&self.database_url))
+            .field("database_url", &self.database_url)
             .field("tenant", &self.tenant)
             .field("enable_recovery", &self.enable_recovery)
             .field("max_concurrent_tasks", &self.max_concurrent_tasks)
@@ -64,6 +92,10 @@ pub const MAX_TASK_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const MAX_CONTEXT_SIZE: usize = 1 << 30;
 
 impl RunnerConfig {
+    /// The database URL (printed redacted).
+    pub fn database_url(&self) -> &DatabaseUrl {
+        &self.database_url
+    }
     /// The tenant (`None`: PostgreSQL `public` / the base SQLite file).
     pub fn tenant(&self) -> Option<&TenantName> {
         self.tenant.as_ref()
@@ -101,7 +133,7 @@ impl RunnerConfig {
 /// # Ok(()) }
 /// ```
 pub struct DefaultRunnerBuilder {
-    database_url: Option<String>,
+    database_url: Option<DatabaseUrl>,
     schema: Option<String>,
     enable_recovery: bool,
     max_concurrent_tasks: usize,
@@ -155,7 +187,7 @@ impl Default for DefaultRunnerBuilder {
 impl std::fmt::Debug for DefaultRunnerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DefaultRunnerBuilder")
-            .field("database_url", &self.database_url.as_deref().map(cloacina_core::redact_url))
+            .field("database_url", &self.database_url)
             .field("schema", &self.schema)
             .field("max_concurrent_tasks", &self.max_concurrent_tasks)
             .finish_non_exhaustive()
@@ -166,7 +198,7 @@ impl DefaultRunnerBuilder {
     /// **Required.** `sqlite://path/file.db`, `sqlite::memory:`, or
     /// `postgres://user:password@host:port/database`.
     pub fn database_url(mut self, url: &str) -> Self {
-        self.database_url = Some(url.to_owned());
+        self.database_url = Some(DatabaseUrl::new(url));
         self
     }
     /// The tenant: a PostgreSQL schema, or a SQLite file next to the base

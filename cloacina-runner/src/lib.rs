@@ -61,8 +61,8 @@ mod runner;
 mod schedules;
 
 pub use config::{
-    DefaultRunnerBuilder, MAX_CONCURRENT_TASKS, MAX_CONTEXT_SIZE, MAX_INTERVAL, MAX_POOL_SIZE, MAX_TASK_TIMEOUT,
-    RunnerConfig,
+    DatabaseUrl, DefaultRunnerBuilder, MAX_CONCURRENT_TASKS, MAX_CONTEXT_SIZE, MAX_INTERVAL, MAX_POOL_SIZE,
+    MAX_TASK_TIMEOUT, RunnerConfig,
 };
 pub use error::{Result, RunnerError};
 pub use result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};

@@ -43,6 +43,45 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
     let err_text = format!("{err} / {err:?}");
     let bad_url = DefaultRunner::new(&format!("postgres://app:{SECRET}@host:notaport/db")).await.unwrap_err();
     let bad_url_text = format!("{bad_url} / {bad_url:?}");
+    // Malformed URLs (typos in the scheme), password parameters, unknown
+    // schemes: every error and Debug holding one is redacted, and each is
+    // refused at once as an invalid or unsupported URL.
+    let mut malformed = String::new();
+    for url in [
+        format!("postgres:/app:{SECRET}@db/app"),
+        format!("postgresql:app:{SECRET}@db/app"),
+        format!("Postgres//app:{SECRET}@db/app"),
+        format!("postgres://app:{SECRET}@/app"),
+        format!("mysql://app:{SECRET}@db/app"),
+        format!("app:{SECRET}@db/app"),
+    ] {
+        let started = std::time::Instant::now();
+        let e = DefaultRunner::new(&url).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(1), "{url}: refused at once, not after trying to connect");
+        assert!(
+            matches!(
+                e,
+                cloacina_runner::RunnerError::UnsupportedUrl { .. }
+                    | cloacina_runner::RunnerError::Storage(cloacina_runner::StorageError::InvalidUrl { .. })
+            ),
+            "{e:?}"
+        );
+        malformed.push_str(&format!("{e} / {e:?}\n"));
+        let config = DefaultRunner::builder().database_url(&url);
+        malformed.push_str(&format!("{config:?}\n"));
+    }
+    // A well-formed URL with the password as a parameter: its connection
+    // error is redacted too.
+    let param = DefaultRunner::builder()
+        .database_url(&format!("postgres://127.0.0.1:{port}/app?user=app&password={SECRET}"))
+        .connect_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap_err();
+    malformed.push_str(&format!("{param} / {param:?}\n"));
+    let pg_options = format!("{:?}", cloacina_postgres::PgOptions::new(format!("postgresql:app:{SECRET}@db/app")));
+    let tenant_options =
+        format!("{:?}", cloacina_postgres::TenantOptions::default().password(SECRET).connection_limit(3));
 
     let logs = captured.text();
     assert!(logs.contains("runner starting"), "the capture works: {} bytes", logs.len());
@@ -53,6 +92,9 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
         ("credentials Debug", &debug_creds),
         ("connection error", &err_text),
         ("URL error", &bad_url_text),
+        ("errors and Debug of malformed URLs", &malformed),
+        ("PgOptions Debug", &pg_options),
+        ("TenantOptions Debug", &tenant_options),
     ] {
         assert!(!text.contains(SECRET), "the password appears in the {what}: {text}");
     }

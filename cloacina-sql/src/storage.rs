@@ -108,9 +108,9 @@ pub(crate) fn notifications(effects: &Effects) -> Vec<Notification> {
     }
     for f in &effects.finished {
         if f.state == WorkflowState::Cancelled {
-            notes.push(Notification::ExecutionCancelled(f.id));
+            notes.push(Notification::ExecutionCancelled(Some(f.id)));
         }
-        notes.push(Notification::ExecutionFinished(f.id));
+        notes.push(Notification::ExecutionFinished(Some(f.id)));
     }
     notes
 }

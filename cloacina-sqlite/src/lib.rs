@@ -181,7 +181,7 @@ pub async fn open(opts: SqliteOptions) -> StorageResult<SqliteStorage> {
     let (writer, reader, created) = match &location {
         Location::Memory => {
             let o = SqliteConnectOptions::from_str("sqlite::memory:")
-                .map_err(|e| StorageError::InvalidUrl { url: opts.url.clone(), reason: e.to_string() })?
+                .map_err(|e| StorageError::invalid_url(&opts.url, e.to_string()))?
                 .foreign_keys(true)
                 .synchronous(sync);
             // One connection that never closes: a private in-memory database

@@ -20,11 +20,14 @@ const URL_HELP: &str = "expected sqlite://path/to/file.db, sqlite:///absolute/pa
 /// `sqlite:file.db` or `sqlite::memory:`. Query parameters are refused:
 /// the adapter sets its own pragmas.
 pub fn parse_url(url: &str) -> Result<Location, StorageError> {
-    let invalid = |reason: String| StorageError::InvalidUrl { url: url.to_owned(), reason };
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| invalid(format!("not a SQLite URL; {URL_HELP}")))?;
+    let invalid = |reason: String| StorageError::invalid_url(url, reason);
+    // The scheme is case-insensitive (RFC 3986); the path is not.
+    let scheme_ok = url.get(..7).is_some_and(|s| s.eq_ignore_ascii_case("sqlite:"));
+    if !scheme_ok {
+        return Err(invalid(format!("not a SQLite URL; {URL_HELP}")));
+    }
+    let rest = &url[7..];
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
     if rest.contains('?') {
         return Err(invalid(format!(
             "query parameters are not supported (the adapter sets journal mode, busy timeout and foreign keys itself); {URL_HELP}"
@@ -83,6 +86,5 @@ mod tests {
         let t = TenantName::parse("tenant_001").unwrap();
         let p = tenant_path(Path::new("/var/lib/app/main.sqlite"), &t);
         assert_eq!(p, Path::new("/var/lib/app/main.tenant_001.sqlite"));
-        assert_eq!(p.parent(), Path::new("/var/lib/app/main.sqlite").parent());
     }
 }

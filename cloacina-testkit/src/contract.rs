@@ -601,13 +601,13 @@ pub async fn claims_only_known_workflows(t: &dyn ContractTarget) {
     assert_eq!(got[0].workflow, w2.reference());
 }
 
-/// Subscribers hear about ready work and finished executions.
+/// Subscribers hear about ready work and finished executions. A
+/// subscription is active when `subscribe` returns. A channel that other
+/// roles could reach (PostgreSQL) carries no execution ids.
 pub async fn notifications_are_delivered(t: &dyn ContractTarget) {
     let s = t.storage();
     let listener = t.reopen().await;
     let mut stream = listener.subscribe().await.unwrap().expect("this backend has notifications");
-    // Give a LISTEN connection a moment to be in place.
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let wf = single();
     let id = create(&*s, &wf, input(1), T0).await;
     let first = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("notified in time");
@@ -618,7 +618,9 @@ pub async fn notifications_are_delivered(t: &dyn ContractTarget) {
         let n = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.expect("notified in time");
         seen.push(n.expect("stream open"));
     }
-    assert_eq!(seen, vec![Notification::ExecutionCancelled(id), Notification::ExecutionFinished(id)]);
+    let named = [Notification::ExecutionCancelled(Some(id)), Notification::ExecutionFinished(Some(id))];
+    let anonymous = [Notification::ExecutionCancelled(None), Notification::ExecutionFinished(None)];
+    assert!(seen == named || seen == anonymous, "{seen:?}");
 }
 
 /// One commit creates, reports and claims together: the claim budget goes

@@ -43,7 +43,13 @@ pub(crate) async fn listen(inner: Arc<Inner>, mut stream: BoxStream<'static, Not
         match next {
             Some(Notification::TasksReady) => inner.signal_work(),
             Some(Notification::ExecutionCancelled(id)) => confirm_cancel(&inner, id).await,
-            Some(Notification::ExecutionFinished(id)) => check(&inner, &[id]).await,
+            Some(Notification::ExecutionFinished(Some(id))) => check(&inner, &[id]).await,
+            Some(Notification::ExecutionFinished(None)) => {
+                let waited = inner.waiters.ids();
+                for chunk in waited.chunks(POLL_BATCH) {
+                    check_waited(&inner, chunk).await;
+                }
+            }
             // The stream ended (the storage was closed): the fallback poll
             // goes on finding work and finished executions.
             None => {
@@ -54,17 +60,27 @@ pub(crate) async fn listen(inner: Arc<Inner>, mut stream: BoxStream<'static, Not
     }
 }
 
-/// Stops the execution's running tasks only if storage says it was
-/// cancelled (a forged notification changes nothing).
-async fn confirm_cancel(inner: &Arc<Inner>, id: ExecutionId) {
-    if !inner.running().values().any(|r| r.execution == id) {
+/// Stops running tasks only of executions that storage says are cancelled
+/// (a forged notification changes nothing): of `id`, or — without an id —
+/// of every execution this runner runs tasks of.
+async fn confirm_cancel(inner: &Arc<Inner>, id: Option<ExecutionId>) {
+    let mut ids: Vec<ExecutionId> =
+        inner.running().values().map(|r| r.execution).filter(|e| id.is_none_or(|id| id == *e)).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
         return;
     }
-    match inner.storage.execution_states(&[id]).await {
-        Ok(states) if states.iter().any(|(_, s)| *s == WorkflowState::Cancelled) => inner.cancel_running(id),
-        Ok(_) => tracing::debug!(execution = %id, "a cancel notification that storage does not confirm: ignored"),
+    match inner.storage.execution_states(&ids).await {
+        Ok(states) => {
+            for (e, s) in states {
+                if s == WorkflowState::Cancelled {
+                    inner.cancel_running(e);
+                }
+            }
+        }
         // The lease check will find the cancelled tasks.
-        Err(e) => tracing::debug!(execution = %id, "cannot confirm a cancel notification: {e}"),
+        Err(e) => tracing::debug!("cannot confirm a cancel notification: {e}"),
     }
 }
 
