@@ -189,6 +189,74 @@ async fn a_full_disk_is_a_clear_error_and_nothing_is_damaged() {
     assert_eq!(integrity(&url).await, "ok");
 }
 
+/// A disk that fills up after a task started: the task's result is kept
+/// (not dropped, not rerun), the waiter is told at once why the execution
+/// cannot finish, and once there is space again the kept result is
+/// written and the execution completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_result_refused_by_a_full_disk_is_kept_and_written_later() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let m = Mount::new("8m");
+    let url = format!("sqlite://{}", m.path().join("app.db").display());
+    let (gate, started) =
+        (std::sync::Arc::new(tokio::sync::Semaphore::new(0)), std::sync::Arc::new(tokio::sync::Notify::new()));
+    let runs = std::sync::Arc::new(AtomicUsize::new(0));
+    let body = {
+        let (gate, started, runs) = (gate.clone(), started.clone(), runs.clone());
+        TaskSpec::new(
+            "a",
+            task_fn(move |mut ctx: Context| {
+                let (gate, started, runs) = (gate.clone(), started.clone(), runs.clone());
+                async move {
+                    runs.fetch_add(1, Ordering::SeqCst);
+                    started.notify_one();
+                    gate.acquire().await.map_err(|e| TaskError::fatal(e.to_string()))?.forget();
+                    // An output that needs new pages: it cannot fit a full disk.
+                    ctx.set("blob", "x".repeat(512 * 1024))?;
+                    Ok::<_, TaskError>(ctx)
+                }
+            }),
+        )
+        .retry(RetryPolicy::none())
+    };
+    let wf = Workflow::builder("full").task(body).build().unwrap();
+    let r = DefaultRunner::builder().database_url(&url).workflow(wf).build().await.unwrap();
+    let h = r.execute_async("full", Context::new()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), started.notified()).await.expect("the body starts");
+    let filler = m.path().join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    gate.add_permits(1);
+    match tokio::time::timeout(Duration::from_secs(20), h.wait()).await.expect("an answer in time") {
+        Err(RunnerError::ResultNotWritten { execution, problem, .. }) => {
+            assert_eq!(execution, h.id());
+            assert!(problem.contains("full") || problem.contains("I/O"), "{problem}");
+        }
+        other => panic!("expected ResultNotWritten, got {other:?}"),
+    }
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let done = loop {
+        match h.wait().await {
+            Ok(done) => break done,
+            Err(RunnerError::ResultNotWritten { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("after space was freed: {e:?}"),
+        }
+    };
+    assert!(done.is_success(), "{done:?}");
+    assert_eq!(done.context.get_as::<String>("blob").unwrap().len(), 512 * 1024, "the kept output, intact");
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "the body ran once: its result was kept");
+    r.shutdown().await.unwrap();
+    assert_eq!(integrity(&url).await, "ok");
+}
+
 /// Rows corrupted behind the runner's back: an unreadable input fails only
 /// its task (named), an unknown state is reported with its row, and the
 /// rest of the tenant keeps working.
