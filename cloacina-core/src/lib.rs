@@ -63,7 +63,7 @@ pub use redact::redact_url;
 pub use retry::{
     Backoff, GiveUpReason, RetryCondition, RetryDecision, RetryPolicy, RetryPolicyBuilder, RetryPolicyError,
 };
-pub use state::{TaskEvent, TaskState, TransitionError, UnknownState, WorkflowEvent, WorkflowState};
+pub use state::{TaskEvent, TaskState, Transition, TransitionError, UnknownState, WorkflowEvent, WorkflowState};
 pub use task::{
     BoxError, Cancellation, ErrorClass, Task, TaskError, TaskResultExt, TaskRun, task_fn, task_fn_with_run,
 };

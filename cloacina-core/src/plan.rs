@@ -9,9 +9,10 @@
 use std::collections::HashMap;
 
 use crate::context::Context;
+use crate::ids::{ExecutionId, TaskExecutionId, Timestamp};
 use crate::state::{TaskEvent, TaskState, WorkflowState};
 use crate::trigger::{DependencyOutcome, TriggerDecision};
-use crate::workflow::Workflow;
+use crate::workflow::{Workflow, WorkflowRef};
 
 /// A state change decided by the planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +138,71 @@ pub fn final_context(wf: &Workflow, states: &[TaskState], src: ContextSource<'_>
         return src.input.clone();
     }
     Context::merge_outputs(f.iter().filter_map(|i| src.outputs.get(i)))
+}
+
+/// One task row of a new execution.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    /// Row id.
+    pub id: TaskExecutionId,
+    /// Task id within the workflow.
+    pub name: String,
+    /// Initial state (Ready, NotStarted or Skipped).
+    pub state: TaskState,
+    /// Why it was skipped, if it was.
+    pub reason: Option<String>,
+}
+
+/// An execution to create, with all its task rows.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// Execution id.
+    pub id: ExecutionId,
+    /// Workflow name and version.
+    pub workflow: WorkflowRef,
+    /// Input context.
+    pub input: Context,
+    /// Task rows, in the workflow's topological order.
+    pub tasks: Vec<NewTask>,
+    /// Set when every task is already terminal at creation (all skipped).
+    pub finished: Option<WorkflowState>,
+    /// Where the execution came from (`api`, `cron:<schedule>`, ...).
+    pub origin: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+impl NewExecution {
+    /// Plans a new execution of `wf`: roots evaluated against `input`.
+    pub fn plan(wf: &Workflow, input: Context, origin: impl Into<String>, now: Timestamp) -> Self {
+        let (states, planned) = initial_states(wf, &input);
+        let mut reasons: HashMap<usize, String> = HashMap::new();
+        for p in planned {
+            if let Some(r) = p.reason {
+                reasons.insert(p.task, r);
+            }
+        }
+        let tasks = wf
+            .tasks()
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewTask {
+                id: TaskExecutionId::new(),
+                name: t.id().to_owned(),
+                state: states[i],
+                reason: reasons.remove(&i),
+            })
+            .collect();
+        Self {
+            id: ExecutionId::new(),
+            workflow: wf.reference(),
+            input,
+            tasks,
+            finished: outcome(&states),
+            origin: origin.into(),
+            created_at: now,
+        }
+    }
 }
 
 #[cfg(test)]

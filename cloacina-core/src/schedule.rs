@@ -48,7 +48,7 @@ use sha2::{Digest, Sha256};
 
 use crate::context::Context;
 use crate::ids::Timestamp;
-use crate::ports::{NewExecution, ScheduleRecord};
+use crate::plan::NewExecution;
 use crate::task::TaskError;
 use crate::workflow::WorkflowSet;
 
@@ -488,6 +488,64 @@ pub fn firing_key(trigger: &str, ctx: &Context) -> String {
     h.update([0u8]);
     h.update(ctx.to_json().as_bytes());
     h.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// A schedule as stored.
+#[derive(Debug, Clone)]
+pub struct ScheduleRecord {
+    /// The definition.
+    pub schedule: CronSchedule,
+    /// Paused schedules start nothing.
+    pub paused: bool,
+    /// Ticks at or before this time are processed (run or skipped). A new
+    /// schedule starts at its registration time; a resumed one at its
+    /// resumption (ticks missed while paused are not caught up).
+    pub last_tick: Timestamp,
+    /// The next tick to process (`None`: the expression has no more).
+    pub next_tick: Option<Timestamp>,
+    /// When it was first registered.
+    pub created_at: Timestamp,
+    /// When it was last changed.
+    pub updated_at: Timestamp,
+}
+
+impl ScheduleRecord {
+    /// The record of `schedule` registered at `now`: new, or replacing the
+    /// definition of a stored one whose paused flag, last processed tick
+    /// and creation time (`previous`) are kept.
+    pub fn registered(schedule: &CronSchedule, previous: Option<(bool, Timestamp, Timestamp)>, now: Timestamp) -> Self {
+        let (paused, last_tick, created_at) = previous.unwrap_or((false, now, now));
+        Self {
+            schedule: schedule.clone(),
+            paused,
+            last_tick,
+            next_tick: schedule.next_after(last_tick),
+            created_at,
+            updated_at: now,
+        }
+    }
+
+    /// Whether the schedule is *stalled* at `now`: unpaused, with a tick
+    /// that is due by more than its misfire threshold — no runner has
+    /// been firing it (none that registers its workflow is running).
+    pub fn is_stalled(&self, now: Timestamp) -> bool {
+        !self.paused && self.next_tick.is_some_and(|t| now.since(t) > self.schedule.misfire())
+    }
+
+    /// Pauses or resumes at `now`; a resumed schedule continues from `now`.
+    /// Returns whether anything changed.
+    pub fn set_paused(&mut self, paused: bool, now: Timestamp) -> bool {
+        if self.paused == paused {
+            return false;
+        }
+        self.paused = paused;
+        self.updated_at = now;
+        if !paused {
+            self.last_tick = now;
+            self.next_tick = self.schedule.next_after(now);
+        }
+        true
+    }
 }
 
 #[cfg(test)]

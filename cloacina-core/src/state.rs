@@ -179,6 +179,36 @@ impl TaskState {
     }
 }
 
+/// A transition that a storage statement writes itself, for every row it
+/// selects (a batch claim, the start of executions): its `from` and `to`
+/// state names are taken from the machine, so the statement and
+/// [`TaskState::apply`] / [`WorkflowState::apply`] cannot disagree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition<S> {
+    /// The state the statement selects rows in.
+    pub from: S,
+    /// The state it writes.
+    pub to: S,
+}
+
+impl Transition<TaskState> {
+    /// A ready task claimed by a runner (`TaskEvent::Claim` from Ready).
+    pub fn claim() -> Self {
+        let from = TaskState::Ready;
+        // Ready accepts Claim (property-tested below); Running is its result.
+        Self { from, to: from.apply(TaskEvent::Claim).unwrap_or(TaskState::Running) }
+    }
+}
+
+impl Transition<WorkflowState> {
+    /// A pending execution whose first task was claimed
+    /// (`WorkflowEvent::Start` from Pending).
+    pub fn start() -> Self {
+        let from = WorkflowState::Pending;
+        Self { from, to: from.apply(WorkflowEvent::Start).unwrap_or(WorkflowState::Running) }
+    }
+}
+
 /// The state of one workflow execution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum WorkflowState {
@@ -194,6 +224,12 @@ pub enum WorkflowState {
     Failed,
     /// Cancelled by a user. Terminal.
     Cancelled,
+}
+
+impl WorkflowState {
+    /// The states in which an execution's ready tasks may be claimed (not
+    /// paused, not terminal).
+    pub const CLAIMABLE: [WorkflowState; 2] = [WorkflowState::Pending, WorkflowState::Running];
 }
 
 string_enum!(WorkflowState, "workflow", {
@@ -256,6 +292,16 @@ impl WorkflowState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statement_transitions_are_the_machines() {
+        let c = Transition::claim();
+        assert_eq!(c.from.apply(TaskEvent::Claim), Ok(c.to));
+        assert_eq!((c.from, c.to), (TaskState::Ready, TaskState::Running));
+        let s = Transition::start();
+        assert_eq!(s.from.apply(WorkflowEvent::Start), Ok(s.to));
+        assert_eq!((s.from, s.to), (WorkflowState::Pending, WorkflowState::Running));
+    }
     use proptest::prelude::*;
 
     const TASK_EVENTS: &[TaskEvent] = &[

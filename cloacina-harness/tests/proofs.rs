@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use cloacina_harness::{Shape, read_journal, workflow, workflows};
 use cloacina_runner::core::ports::{ExecutionFilter, NewExecution, Storage};
 use cloacina_runner::{Context, TaskState, Timestamp, WorkflowState};
+use cloacina_testkit::QueueExt;
 use cloacina_testkit::pg::{TestDatabase, TestSchema};
 use rand::{RngExt, SeedableRng};
 

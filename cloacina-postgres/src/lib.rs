@@ -42,6 +42,7 @@ use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResu
 use cloacina_core::step::Writes;
 use cloacina_core::{TenantName, Timestamp};
 use cloacina_sql::LockedRows;
+use cloacina_sql::claim::{Params, claim_parts, start_parts};
 use cloacina_sql::entities::task_executions;
 use cloacina_sql::rows::ExecutionHead;
 use cloacina_sql::{OpenReport, SqlBackend, SqlStorage, TxError};
@@ -394,31 +395,14 @@ impl SqlBackend for PgBackend {
         if workflow_keys.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = (0..workflow_keys.len()).map(|i| format!("${}", i + 6)).collect::<Vec<_>>().join(", ");
-        let limit = workflow_keys.len() + 6;
-        // Literal 'ready' so the partial index on ready rows is used.
+        let mut p = Params::new(DbBackend::Postgres);
+        let (set, select) = claim_parts(&mut p, req, workflow_keys, now, "u.fencing_token");
+        // Rows another claimer holds are skipped, not waited for.
         let sql = format!(
-            "UPDATE task_executions AS u \
-             SET state = 'running', fencing_token = u.fencing_token + 1, lease_owner = $1, lease_incarnation = $2, \
-                 lease_expires_at = $3, started_at = $4, updated_at = $4 \
-             FROM ( \
-               SELECT t.id FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id \
-               WHERE t.state = 'ready' AND t.ready_at <= $5 AND t.workflow_key IN ({keys}) \
-                 AND e.state IN ('pending', 'running') \
-               ORDER BY t.ready_at, t.id LIMIT ${limit} \
-               FOR UPDATE OF t SKIP LOCKED) AS c \
-             WHERE u.id = c.id \
-             RETURNING u.*"
+            "UPDATE task_executions AS u SET {set} FROM ({select} FOR UPDATE OF t SKIP LOCKED) AS c \
+             WHERE u.id = c.id RETURNING u.*"
         );
-        let mut values: Vec<sea_orm::Value> = vec![
-            req.owner.runner.as_str().into(),
-            req.owner.incarnation.as_str().into(),
-            now.plus(req.owner.lease_ttl).0.into(),
-            now.0.into(),
-            now.0.into(),
-        ];
-        values.extend(workflow_keys.iter().map(|k| sea_orm::Value::from(k.as_str())));
-        values.push(i64::try_from(req.limit).unwrap_or(i64::MAX).into());
+        let values = p.into_values();
         let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
         rows.iter().map(|r| task_executions::Model::from_query_result(r, "")).collect()
     }
@@ -442,15 +426,17 @@ impl SqlBackend for PgBackend {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let params = (0..ids.len()).map(|i| format!("${}", i + 2)).collect::<Vec<_>>().join(", ");
+        let mut p = Params::new(DbBackend::Postgres);
+        let (set, guard) = start_parts(&mut p, now);
+        let list = ids.into_iter().map(|id| p.bind(id)).collect::<Vec<_>>().join(", ");
+        // Rows another transaction has locked are skipped: it leaves them
+        // running or terminal itself, so commits never wait on each other here.
         let sql = format!(
-            "UPDATE workflow_executions SET state = 'running', updated_at = $1 WHERE id IN ( \
-               SELECT id FROM workflow_executions WHERE id IN ({params}) AND state = 'pending' \
-               ORDER BY id FOR UPDATE SKIP LOCKED) \
+            "UPDATE workflow_executions SET {set} WHERE id IN ( \
+               SELECT id FROM workflow_executions WHERE id IN ({list}) AND {guard} ORDER BY id FOR UPDATE SKIP LOCKED) \
              RETURNING id"
         );
-        let mut values: Vec<sea_orm::Value> = vec![now.0.into()];
-        values.extend(ids.into_iter().map(sea_orm::Value::from));
+        let values = p.into_values();
         let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
         rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
     }

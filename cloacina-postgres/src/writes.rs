@@ -11,6 +11,9 @@
 use cloacina_core::Timestamp;
 use cloacina_core::ports::Notification;
 use cloacina_core::step::Writes;
+use std::sync::LazyLock;
+
+use cloacina_sql::columns::{self, TASK_COLUMNS, TaskRow};
 use cloacina_sql::rows::{storable, storable_text};
 use cloacina_sql::writes::task_placement;
 use cloacina_sql::{SqlBackend, TxError};
@@ -19,7 +22,14 @@ use serde_json::{Value as J, json};
 
 use crate::PgBackend;
 
-const SQL: &str = "\
+/// The statement, built once: the task parts derived from
+/// [`TASK_COLUMNS`], so they cannot drift from the portable path.
+static SQL: LazyLock<String> = LazyLock::new(|| {
+    let all: Vec<&str> = TASK_COLUMNS.iter().map(|c| c.name).collect();
+    let all_typed: Vec<String> = TASK_COLUMNS.iter().map(|c| format!("{} {}", c.name, c.ty.pg())).collect();
+    let mutable_typed: Vec<String> = columns::mutable().map(|c| format!("{} {}", c.name, c.ty.pg())).collect();
+    format!(
+        "\
 WITH ie AS (
   INSERT INTO workflow_executions (id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at)
   SELECT id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at
@@ -27,22 +37,13 @@ WITH ie AS (
        error text, origin text, created_at bigint, updated_at bigint, finished_at bigint)
   RETURNING 1),
 it AS (
-  INSERT INTO task_executions (id, execution_id, workflow_key, task_name, position, state, attempt, ready_at,
-       lease_owner, lease_incarnation, lease_expires_at, fencing_token, recovery_count, error, started_at, finished_at, updated_at)
-  SELECT id, execution_id, workflow_key, task_name, position, state, attempt, ready_at,
-       lease_owner, lease_incarnation, lease_expires_at, fencing_token, recovery_count, error, started_at, finished_at, $7
-  FROM json_to_recordset($2::json) AS v(id uuid, execution_id uuid, workflow_key text, task_name text, position integer,
-       state text, attempt integer, ready_at bigint, lease_owner text, lease_incarnation text, lease_expires_at bigint,
-       fencing_token bigint, recovery_count integer, error text, started_at bigint, finished_at bigint)
+  INSERT INTO task_executions ({all}, updated_at)
+  SELECT {all}, $7
+  FROM json_to_recordset($2::json) AS v({all_typed})
   RETURNING 1),
 ut AS (
-  UPDATE task_executions AS t SET state = v.state, attempt = v.attempt, ready_at = v.ready_at,
-       lease_owner = v.lease_owner, lease_incarnation = v.lease_incarnation, lease_expires_at = v.lease_expires_at,
-       fencing_token = v.fencing_token, recovery_count = v.recovery_count, error = v.error,
-       started_at = v.started_at, finished_at = v.finished_at, updated_at = $7
-  FROM json_to_recordset($3::json) AS v(id uuid, state text, attempt integer, ready_at bigint, lease_owner text,
-       lease_incarnation text, lease_expires_at bigint, fencing_token bigint, recovery_count integer, error text,
-       started_at bigint, finished_at bigint, expect_state text, expect_token bigint)
+  UPDATE task_executions AS t SET {set}, updated_at = $7
+  FROM json_to_recordset($3::json) AS v(id uuid, {mutable_typed}, expect_state text, expect_token bigint)
   WHERE t.id = ANY($10) AND t.id = v.id AND t.state = v.expect_state AND t.fencing_token = v.expect_token
   RETURNING 1),
 ux AS (
@@ -65,7 +66,13 @@ nt AS (
   SELECT pg_notify($8, p) FROM json_array_elements_text($9::json) AS p)
 SELECT (SELECT count(*) FROM ie) + (SELECT count(*) FROM it) + (SELECT count(*) FROM ut)
      + (SELECT count(*) FROM ux) + (SELECT count(*) FROM io) + (SELECT count(*) FROM iv),
-       (SELECT count(*) FROM nt)";
+       (SELECT count(*) FROM nt)",
+        all = all.join(", "),
+        all_typed = all_typed.join(", "),
+        mutable_typed = mutable_typed.join(", "),
+        set = columns::set_from("v"),
+    )
+});
 
 fn uuids(ids: impl Iterator<Item = uuid::Uuid>) -> sea_orm::Value {
     let v: Vec<sea_orm::Value> = ids.map(|id| sea_orm::Value::Uuid(Some(id))).collect();
@@ -85,12 +92,7 @@ pub(crate) async fn apply(
     notes: &[Notification],
     now: Timestamp,
 ) -> Result<(), TxError> {
-    let expected = (w.execution_inserts.len()
-        + w.task_inserts.len()
-        + w.tasks.len()
-        + w.executions.len()
-        + w.outputs.len()
-        + w.events.len()) as i64;
+    let expected = w.rows() as i64;
     let payloads = crate::payloads(notes);
     if expected == 0 && payloads.is_empty() {
         return Ok(());
@@ -113,31 +115,18 @@ pub(crate) async fn apply(
         .iter()
         .zip(&placement)
         .map(|(t, (key, position))| {
-            json!({
-                "id": t.id.0, "execution_id": t.execution_id.0, "workflow_key": key, "task_name": t.name,
-                "position": position, "state": t.state.as_str(), "attempt": t.attempt, "ready_at": t.ready_at.0,
-                "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
-                "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
-                "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
-                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": storable(t.error.as_ref()),
-                "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
-            })
+            J::Object(columns::json_object(&TaskRow { record: t, key, position: *position }, false))
         })
         .collect();
     let task_updates = w
         .tasks
         .iter()
         .map(|tw| {
-            let t = &tw.row;
-            json!({
-                "id": t.id.0, "state": t.state.as_str(), "attempt": t.attempt, "ready_at": t.ready_at.0,
-                "lease_owner": t.lease.as_ref().map(|l| l.owner.as_str()),
-                "lease_incarnation": t.lease.as_ref().map(|l| l.incarnation.as_str()),
-                "lease_expires_at": t.lease.as_ref().map(|l| l.expires_at.0),
-                "fencing_token": t.fencing_token.0, "recovery_count": t.recovery_count, "error": storable(t.error.as_ref()),
-                "started_at": t.started_at.map(|x| x.0), "finished_at": t.finished_at.map(|x| x.0),
-                "expect_state": tw.expect_state.as_str(), "expect_token": tw.expect_token.0,
-            })
+            let mut o = columns::json_object(&TaskRow { record: &tw.row, key: "", position: 0 }, true);
+            o.insert("id".into(), json!(tw.row.id.0));
+            o.insert("expect_state".into(), json!(tw.expect_state.as_str()));
+            o.insert("expect_token".into(), json!(tw.expect_token.0));
+            J::Object(o)
         })
         .collect();
     let execution_updates = w
@@ -183,7 +172,7 @@ pub(crate) async fn apply(
         uuids(w.executions.iter().map(|x| x.id.0)),
     ];
     let row = txn
-        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL, values))
+        .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL.as_str(), values))
         .await
         .map_err(|e| b.classify(e))?;
     let touched: i64 = row.map(|r| r.try_get_by_index::<i64>(0)).transpose().map_err(|e| b.classify(e))?.unwrap_or(0);

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use cloacina_core::ports::{
     ClaimOwner, ClaimRequest, ExecutionStore, Liveness, NewExecution, RecoveryRequest, ReportOutcome,
-    RunnerRegistration, TaskQueue, TaskReport,
+    RunnerRegistration, TaskReport,
 };
 use cloacina_core::{Context, RecoveryPolicy, RunnerId, TaskState, WorkflowSet, WorkflowState};
 use cloacina_postgres::PgOptions;
+use cloacina_testkit::QueueExt;
 use cloacina_testkit::contract::{T0, single};
 use cloacina_testkit::pg::TestSchema;
 use sqlx::Connection;

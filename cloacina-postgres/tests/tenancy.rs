@@ -4,9 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use cloacina_core::ports::{ExecutionFilter, ExecutionStore, NewExecution, StorageError, TaskQueue};
+use cloacina_core::ports::{ExecutionFilter, ExecutionStore, NewExecution, StorageError};
 use cloacina_core::{Context, TenantNameError, WorkflowSet};
 use cloacina_postgres::{PgOptions, TenantAdmin};
+use cloacina_testkit::QueueExt;
 use cloacina_testkit::contract::{T0, single};
 use cloacina_testkit::pg::{TestDatabase, TestSchema, unique_name};
 use sqlx::Connection;

@@ -6,11 +6,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloacina_runner::core::ports::{NewExecution, Storage, TaskQueue};
+use cloacina_runner::core::ports::{NewExecution, Storage};
 use cloacina_runner::{
     Context, DefaultRunner, RetryPolicy, RunnerError, StorageError, TaskError, TaskSpec, Timestamp, Workflow,
     WorkflowState, task_fn,
 };
+use cloacina_testkit::QueueExt;
 use common::TestDb;
 
 fn hello() -> Workflow {

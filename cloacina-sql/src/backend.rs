@@ -126,17 +126,15 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
         ids: Vec<uuid::Uuid>,
         now: Timestamp,
     ) -> Result<Vec<uuid::Uuid>, DbErr> {
-        use crate::entities::workflow_executions as we;
-        use sea_orm::ColumnTrait;
-        use sea_orm::sea_query::Query;
-        let stmt = Query::update()
-            .table(we::Entity)
-            .values([(we::Column::State, "running".into()), (we::Column::UpdatedAt, now.0.into())])
-            .and_where(we::Column::Id.is_in(ids))
-            .and_where(we::Column::State.eq("pending"))
-            .returning_col(we::Column::Id)
-            .to_owned();
-        let rows = txn.query_all(&stmt).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let backend = txn.get_database_backend();
+        let mut p = crate::claim::Params::new(backend);
+        let (set, guard) = crate::claim::start_parts(&mut p, now);
+        let list = ids.into_iter().map(|id| p.bind(id)).collect::<Vec<_>>().join(", ");
+        let sql = format!("UPDATE workflow_executions SET {set} WHERE id IN ({list}) AND {guard} RETURNING id");
+        let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, p.into_values())).await?;
         rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
     }
 

@@ -18,6 +18,8 @@
 //! holds no runner logic.
 
 pub mod backend;
+pub mod claim;
+pub mod columns;
 pub mod entities;
 pub mod migration;
 mod ops;

@@ -5,6 +5,7 @@ use cloacina_core::ports::{
     EventKind, ExecutionEvent, ExecutionRecord, Lease, ScheduleRecord, StorageError, TaskRecord,
 };
 use cloacina_core::schedule::{CatchUp, CronSchedule};
+use cloacina_core::step::SnapshotError;
 use cloacina_core::{
     Context, ExecutionId, FencingToken, RunnerId, TaskExecutionId, TaskState, Timestamp, WorkflowRef, WorkflowState,
 };
@@ -34,6 +35,15 @@ pub fn storable_text(text: &str) -> std::borrow::Cow<'_, str> {
 /// [`storable_text`] of an optional text.
 pub fn storable(text: Option<&String>) -> Option<String> {
     text.map(|t| storable_text(t).into_owned())
+}
+
+/// Rows that do not fit their workflow, named by table, row and column.
+pub fn snapshot_error(e: SnapshotError) -> StorageError {
+    match &e {
+        SnapshotError::UnknownTask { row, .. } => corrupt("task_executions", row, "task_name", &e),
+        SnapshotError::MissingTask { execution, .. } => corrupt("workflow_executions", execution, "id", &e),
+        _ => corrupt("task_executions", "?", "task_name", &e),
+    }
 }
 
 /// `name@version`, the key task rows are claimed by.
@@ -70,44 +80,6 @@ pub fn task_record(m: &task_executions::Model) -> Result<TaskRecord, StorageErro
         started_at: m.started_at.map(Timestamp),
         finished_at: m.finished_at.map(Timestamp),
     })
-}
-
-fn to_i32(v: u32) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-/// The mutable columns of a task row, for a guarded update.
-pub fn task_update(r: &TaskRecord, now: Timestamp) -> task_executions::ActiveModel {
-    task_executions::ActiveModel {
-        state: Set(r.state.as_str().to_owned()),
-        attempt: Set(to_i32(r.attempt)),
-        ready_at: Set(r.ready_at.0),
-        lease_owner: Set(r.lease.as_ref().map(|l| l.owner.to_string())),
-        lease_incarnation: Set(r.lease.as_ref().map(|l| l.incarnation.clone())),
-        lease_expires_at: Set(r.lease.as_ref().map(|l| l.expires_at.0)),
-        fencing_token: Set(r.fencing_token.0),
-        recovery_count: Set(to_i32(r.recovery_count)),
-        error: Set(storable(r.error.as_ref())),
-        started_at: Set(r.started_at.map(|t| t.0)),
-        finished_at: Set(r.finished_at.map(|t| t.0)),
-        updated_at: Set(now.0),
-        id: NotSet,
-        execution_id: NotSet,
-        workflow_key: NotSet,
-        task_name: NotSet,
-        position: NotSet,
-    }
-}
-
-/// A full new task row.
-pub fn task_insert(r: &TaskRecord, key: &str, position: i32, now: Timestamp) -> task_executions::ActiveModel {
-    let mut m = task_update(r, now);
-    m.id = Set(r.id.0);
-    m.execution_id = Set(r.execution_id.0);
-    m.workflow_key = Set(key.to_owned());
-    m.task_name = Set(r.name.clone());
-    m.position = Set(position);
-    m
 }
 
 /// The columns of an execution row besides its input.

@@ -14,8 +14,10 @@ use sea_orm::ActiveValue::Set;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait, Statement, Value};
 
 use crate::backend::{SqlBackend, TxError};
+use crate::claim::Params;
+use crate::columns::{self, SqlType as Ty, TASK_COLUMNS, TaskRow};
 
-use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
+use crate::entities::{execution_events, task_outputs, workflow_executions};
 use crate::rows;
 
 /// Rows per multi-row insert: well under both backends' parameter limits.
@@ -24,14 +26,8 @@ const CHUNK: usize = 500;
 /// Rows per bulk update (each row adds 14 parameters).
 const UPDATE_CHUNK: usize = 100;
 
-/// Parameter types of the bulk updates.
-#[derive(Clone, Copy)]
-enum Ty {
-    Uuid,
-    Text,
-    Int,
-    BigInt,
-}
+/// Task rows per insert (each adds 17 parameters).
+const TASK_INSERT_CHUNK: usize = 200;
 
 /// Builds a `WITH v(cols) AS (VALUES …) UPDATE … FROM v` statement: one
 /// statement for any number of rows, linear to prepare, on both backends
@@ -55,13 +51,7 @@ impl BulkUpdate {
             let n = self.values.len();
             parts.push(match self.backend {
                 DbBackend::Postgres => {
-                    let t = match ty {
-                        Ty::Uuid => "uuid",
-                        Ty::Text => "text",
-                        Ty::Int => "integer",
-                        Ty::BigInt => "bigint",
-                    };
-                    format!("CAST(${n} AS {t})")
+                    format!("CAST(${n} AS {})", ty.pg())
                 }
                 _ => "?".to_owned(),
             });
@@ -81,40 +71,45 @@ impl BulkUpdate {
 }
 
 /// One guarded statement for a chunk of task writes: every row must still
-/// have the state and token the write expects.
+/// have the state and token the write expects. Its columns are
+/// [`columns::TASK_COLUMNS`]' mutable ones.
 fn update_tasks(backend: DbBackend, chunk: &[TaskWrite], now: Timestamp) -> Statement {
-    let int = |v: u32| Value::from(i32::try_from(v).unwrap_or(i32::MAX));
     let mut b = BulkUpdate::new(backend);
     for w in chunk {
-        let r = &w.row;
-        b.row(vec![
-            (r.id.0.into(), Ty::Uuid),
-            (r.state.as_str().into(), Ty::Text),
-            (int(r.attempt), Ty::Int),
-            (r.ready_at.0.into(), Ty::BigInt),
-            (r.lease.as_ref().map(|l| l.owner.to_string()).into(), Ty::Text),
-            (r.lease.as_ref().map(|l| l.incarnation.clone()).into(), Ty::Text),
-            (r.lease.as_ref().map(|l| l.expires_at.0).into(), Ty::BigInt),
-            (r.fencing_token.0.into(), Ty::BigInt),
-            (int(r.recovery_count), Ty::Int),
-            (rows::storable(r.error.as_ref()).into(), Ty::Text),
-            (r.started_at.map(|t| t.0).into(), Ty::BigInt),
-            (r.finished_at.map(|t| t.0).into(), Ty::BigInt),
-            (w.expect_state.as_str().into(), Ty::Text),
-            (w.expect_token.0.into(), Ty::BigInt),
-        ]);
+        let row = TaskRow { record: &w.row, key: "", position: 0 };
+        let mut cells: Vec<(Value, Ty)> = vec![(w.row.id.0.into(), Ty::Uuid)];
+        cells.extend(columns::mutable().map(|c| ((c.cell)(&row).value(), c.ty)));
+        cells.push((w.expect_state.as_str().into(), Ty::Text));
+        cells.push((w.expect_token.0.into(), Ty::BigInt));
+        b.row(cells);
     }
+    let names: Vec<&str> = columns::mutable().map(|c| c.name).collect();
     b.finish(
-        "id, state, attempt, ready_at, lease_owner, lease_incarnation, lease_expires_at, fencing_token, \
-         recovery_count, error, started_at, finished_at, expect_state, expect_token",
-        "UPDATE task_executions SET state = v.state, attempt = v.attempt, ready_at = v.ready_at, \
-         lease_owner = v.lease_owner, lease_incarnation = v.lease_incarnation, lease_expires_at = v.lease_expires_at, \
-         fencing_token = v.fencing_token, recovery_count = v.recovery_count, error = v.error, \
-         started_at = v.started_at, finished_at = v.finished_at, updated_at = {now} \
-         FROM v WHERE task_executions.id = v.id AND task_executions.state = v.expect_state \
-         AND task_executions.fencing_token = v.expect_token",
+        &format!("id, {}, expect_state, expect_token", names.join(", ")),
+        &format!(
+            "UPDATE task_executions SET {}, updated_at = {{now}} FROM v WHERE task_executions.id = v.id \
+             AND task_executions.state = v.expect_state AND task_executions.fencing_token = v.expect_token",
+            columns::set_from("v")
+        ),
         now.0,
     )
+}
+
+/// One multi-row insert of new task rows, every column of
+/// [`columns::TASK_COLUMNS`] and `updated_at`.
+fn insert_tasks(backend: DbBackend, rows: &[TaskRow<'_>], now: Timestamp) -> Statement {
+    let mut p = Params::new(backend);
+    let tuples: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let mut cells: Vec<String> = TASK_COLUMNS.iter().map(|c| p.bind((c.cell)(r).value())).collect();
+            cells.push(p.bind(now.0));
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    let names: Vec<&str> = TASK_COLUMNS.iter().map(|c| c.name).collect();
+    let sql = format!("INSERT INTO task_executions ({}, updated_at) VALUES {}", names.join(", "), tuples.join(", "));
+    Statement::from_sql_and_values(backend, sql, p.into_values())
 }
 
 /// One guarded statement for a chunk of execution writes.
@@ -164,10 +159,14 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
     }
     if !w.task_inserts.is_empty() {
         let placement = task_placement(w)?;
-        let models: Vec<_> =
-            w.task_inserts.iter().zip(&placement).map(|(t, (key, pos))| rows::task_insert(t, key, *pos, now)).collect();
-        for chunk in models.chunks(CHUNK) {
-            out.push(task_executions::Entity::insert_many(chunk.to_vec()).build(backend));
+        let rows: Vec<TaskRow<'_>> = w
+            .task_inserts
+            .iter()
+            .zip(&placement)
+            .map(|(t, (key, pos))| TaskRow { record: t, key, position: *pos })
+            .collect();
+        for chunk in rows.chunks(TASK_INSERT_CHUNK) {
+            out.push(insert_tasks(backend, chunk, now));
             expected += chunk.len() as u64;
         }
     }

@@ -38,6 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResult};
 use cloacina_core::{TenantName, Timestamp};
+use cloacina_sql::claim::{Params, claim_parts};
 use cloacina_sql::entities::task_executions;
 use cloacina_sql::{LockedRows, OpenReport, SqlBackend, SqlStorage, TxError};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -384,29 +385,10 @@ impl SqlBackend for SqliteBackend {
         if workflow_keys.is_empty() || req.limit == 0 {
             return Ok(Vec::new());
         }
-        let keys = vec!["?"; workflow_keys.len()].join(", ");
-        // Literal 'ready' so the partial index on ready rows is used.
-        let sql = format!(
-            "UPDATE task_executions \
-             SET state = 'running', fencing_token = fencing_token + 1, lease_owner = ?, lease_incarnation = ?, \
-                 lease_expires_at = ?, started_at = ?, updated_at = ? \
-             WHERE id IN ( \
-               SELECT t.id FROM task_executions t JOIN workflow_executions e ON e.id = t.execution_id \
-               WHERE t.state = 'ready' AND t.ready_at <= ? AND t.workflow_key IN ({keys}) \
-                 AND e.state IN ('pending', 'running') \
-               ORDER BY t.ready_at, t.id LIMIT ?) \
-             RETURNING *"
-        );
-        let mut values: Vec<sea_orm::Value> = vec![
-            req.owner.runner.as_str().into(),
-            req.owner.incarnation.as_str().into(),
-            now.plus(req.owner.lease_ttl).0.into(),
-            now.0.into(),
-            now.0.into(),
-            now.0.into(),
-        ];
-        values.extend(workflow_keys.iter().map(|k| sea_orm::Value::from(k.as_str())));
-        values.push(i64::try_from(req.limit).unwrap_or(i64::MAX).into());
+        let mut p = Params::new(DbBackend::Sqlite);
+        let (set, select) = claim_parts(&mut p, req, workflow_keys, now, "fencing_token");
+        let sql = format!("UPDATE task_executions SET {set} WHERE id IN ({select}) RETURNING *");
+        let values = p.into_values();
         let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)).await?;
         rows.iter().map(|r| task_executions::Model::from_query_result(r, "")).collect()
     }

@@ -1,9 +1,10 @@
 //! What only SQLite has: files per tenant, pragmas, opening errors, rows
 //! corrupted behind the adapter's back.
 
-use cloacina_core::ports::{ClaimOwner, ClaimRequest, ExecutionStore, NewExecution, Storage, StorageError, TaskQueue};
+use cloacina_core::ports::{ClaimOwner, ClaimRequest, ExecutionStore, NewExecution, Storage, StorageError};
 use cloacina_core::{Context, RunnerId, TenantNameError, Timestamp, WorkflowSet};
 use cloacina_sqlite::SqliteOptions;
+use cloacina_testkit::QueueExt;
 use cloacina_testkit::contract::{T0, single};
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 

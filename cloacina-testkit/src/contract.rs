@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::QueueExt;
 use async_trait::async_trait;
 use cloacina_core::ports::*;
 use cloacina_core::{

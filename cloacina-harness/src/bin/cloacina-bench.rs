@@ -15,6 +15,7 @@ use cloacina_runner::{
     Context, DefaultRunner, ExecutionId, RetryPolicy, TaskError, TaskSpec, Timestamp, Workflow, WorkflowState, task_fn,
     task_fn_with_run,
 };
+use cloacina_testkit::QueueExt;
 
 type Args = HashMap<String, String>;
 

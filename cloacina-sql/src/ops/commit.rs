@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use cloacina_core::ports::{ClaimRequest, Commit, CommitOutcome, ReportRejection};
+use cloacina_core::ports::{ClaimRequest, Commit, CommitOutcome};
 use cloacina_core::step::{Step, StepOutput};
 use cloacina_core::{ExecutionId, Timestamp, Workflow, WorkflowSet};
 use sea_orm::DatabaseTransaction;
@@ -30,21 +30,10 @@ impl<B: SqlBackend> SqlStorage<B> {
         for n in batch.creations {
             step.create(n);
         }
-        let mut results = Vec::with_capacity(batch.reports.len());
+        let mut results = Vec::new();
         if !batch.reports.is_empty() {
             let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
-            for r in batch.reports {
-                results.push(match snaps.get_mut(&r.execution) {
-                    Some(Ok(snap)) => step.report(snap, r),
-                    Some(Err(e)) => Err(ReportRejection::Unreadable { problem: e.to_string() }),
-                    None => Err(ReportRejection::NotFound),
-                });
-            }
-            for snap in snaps.values_mut().filter_map(|s| s.as_mut().ok()) {
-                if let Some(wf) = workflows.get(&snap.execution.workflow) {
-                    step.settle(snap, wf);
-                }
-            }
+            results = step.report(&mut snaps, batch.reports);
         }
         let t_snap = t0.elapsed();
         let remaining = if batch.claim_waiting { step.remaining_claims() } else { None };

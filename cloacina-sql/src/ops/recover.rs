@@ -4,7 +4,8 @@
 use cloacina_core::ports::{RecoveryReport, RecoveryRequest};
 use cloacina_core::step::Step;
 use cloacina_core::{
-    ExecutionId, FencingToken, OwnerStatus, RecoveryDecision, RunnerId, TaskExecutionId, Timestamp, WorkflowSet,
+    ExecutionId, FencingToken, OwnerStatus, RecoveryDecision, RunnerId, TaskExecutionId, TaskState, Timestamp,
+    WorkflowSet,
 };
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, JoinType, Query};
 use sea_orm::{ConnectionTrait, Order};
@@ -74,7 +75,7 @@ impl<B: SqlBackend> SqlStorage<B> {
                     .and(Expr::col((r.clone(), runners::Column::Status)).eq("alive"))
                     .and(Expr::col((r.clone(), runners::Column::ExpiresAt)).gte(now.0)),
             )
-            .and_where(Expr::col((t.clone(), task_executions::Column::State)).eq("running"))
+            .and_where(Expr::col((t.clone(), task_executions::Column::State)).eq(TaskState::Running.as_str()))
             .and_where(takeable)
             .and_where(Expr::col((r.clone(), runners::Column::Id)).is_null())
             .order_by((t.clone(), task_executions::Column::ExecutionId), Order::Asc)

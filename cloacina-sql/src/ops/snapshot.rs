@@ -112,9 +112,7 @@ pub(crate) async fn load<B: SqlBackend>(
             let exec = rows::execution_record(&h, None)?;
             let tasks = by_exec.remove(&h.id).unwrap_or_else(|| Ok(Vec::new()))?;
             Ok(match detail {
-                Detail::Raw => {
-                    Some(ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() })
-                }
+                Detail::Raw => Some(ExecutionSnapshot::unordered(exec, tasks)),
                 Detail::Planned | Detail::PlannedOrRaw => match workflows.get(&exec.workflow) {
                     None if detail == Detail::PlannedOrRaw => {
                         Some(ExecutionSnapshot { execution: exec, input_loaded: false, tasks, outputs: HashMap::new() })
@@ -124,7 +122,7 @@ pub(crate) async fn load<B: SqlBackend>(
                         if wf.needs_context() {
                             context_needed.push(h.id);
                         }
-                        Some(ExecutionSnapshot::new(wf, exec, false, tasks)?)
+                        Some(ExecutionSnapshot::new(wf, exec, false, tasks).map_err(rows::snapshot_error)?)
                     }
                 },
             })
