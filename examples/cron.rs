@@ -19,25 +19,25 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloacina_runner::{
-    CatchUp, Context, CronSchedule, DefaultRunner, ExecutionFilter, TaskError, TaskSpec, Trigger, TriggerPoll,
-    TriggerSpec, Workflow, task_fn,
+    CatchUp, Context, CronSchedule, DefaultRunner, EventPoll, EventTrigger, EventTriggerSpec, ExecutionFilter,
+    TaskError, TaskSpec, Workflow, task_fn,
 };
 
 /// Fires with the first file waiting in the inbox.
 struct Inbox(PathBuf);
 
 #[cloacina_runner::async_trait]
-impl Trigger for Inbox {
-    async fn poll(&self) -> Result<TriggerPoll, TaskError> {
+impl EventTrigger for Inbox {
+    async fn poll(&self) -> Result<EventPoll, TaskError> {
         let mut files: Vec<String> = std::fs::read_dir(&self.0)
             .map_err(|e| TaskError::transient(format!("cannot read the inbox: {e}")))?
             .filter_map(|e| e.ok().map(|e| e.path().display().to_string()))
             .collect();
         files.sort();
-        let Some(first) = files.into_iter().next() else { return Ok(TriggerPoll::Skip) };
+        let Some(first) = files.into_iter().next() else { return Ok(EventPoll::Skip) };
         let mut ctx = Context::new();
         ctx.insert("file", first)?;
-        Ok(TriggerPoll::Fire(ctx))
+        Ok(EventPoll::Fire(ctx))
     }
 }
 
@@ -95,7 +95,7 @@ async fn start(url: &str, inbox: &std::path::Path) -> Result<DefaultRunner, Box<
         )
         .await?;
     runner.register_trigger(
-        TriggerSpec::new("inbox", "import", Arc::new(Inbox(inbox.to_path_buf())))?
+        EventTriggerSpec::new("inbox", "import", Arc::new(Inbox(inbox.to_path_buf())))?
             .poll_interval(Duration::from_millis(50))?,
     )?;
     Ok(runner)

@@ -33,9 +33,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     };
     let legacy = DefaultRunner::new(&url).await?;
-    let acme = DefaultRunner::with_schema(&url, "tenant_acme").await?;
+    let acme = DefaultRunner::with_tenant(&url, "tenant_acme").await?;
     let globex =
-        DefaultRunner::builder().database_url(&url).schema("tenant_globex").max_concurrent_tasks(4).build().await?;
+        DefaultRunner::builder().database_url(&url).tenant("tenant_globex").max_concurrent_tasks(4).build().await?;
     for (name, runner) in [("public", &legacy), ("tenant_acme", &acme), ("tenant_globex", &globex)] {
         runner.register_workflow(workflow()?)?;
         let mut input = Context::new();

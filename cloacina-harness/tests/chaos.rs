@@ -124,7 +124,7 @@ fn chain(runs: &Runs) -> Workflow {
 async fn runner(pg: &ChaosPg, schema: &str, runs: &Runs) -> DefaultRunner {
     DefaultRunner::builder()
         .database_url(&pg.url)
-        .schema(schema)
+        .tenant(schema)
         .workflow(chain(runs))
         .lease_ttl(Duration::from_secs(20))
         .heartbeat_interval(Duration::from_millis(500))
@@ -170,7 +170,7 @@ async fn submit(r: &DefaultRunner, n: usize) -> Vec<ExecutionHandle> {
 }
 
 async fn storage(pg: &ChaosPg, schema: &str) -> cloacina_postgres::PgStorage {
-    cloacina_postgres::open(cloacina_postgres::PgOptions::new(&pg.url).schema(schema).unwrap()).await.unwrap()
+    cloacina_postgres::open(cloacina_postgres::PgOptions::new(&pg.url).tenant(schema).unwrap()).await.unwrap()
 }
 
 /// Waits for every workflow to complete, verifies the stored outcome and

@@ -75,7 +75,7 @@ async fn open_storage(url: &str, tenant: Option<&str>) -> Arc<dyn Storage> {
     } else {
         let mut o = cloacina_postgres::PgOptions::new(url);
         if let Some(t) = tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         Arc::new(cloacina_postgres::open(o).await.unwrap())
     }

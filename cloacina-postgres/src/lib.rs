@@ -25,7 +25,7 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), cloacina_core::ports::StorageError> {
 //! use cloacina_postgres::PgOptions;
-//! let storage = cloacina_postgres::open(PgOptions::new("postgres://app:secret@db:5432/app").schema("acme")?).await?;
+//! let storage = cloacina_postgres::open(PgOptions::new("postgres://app:secret@db:5432/app").tenant("acme")?).await?;
 //! # Ok(()) }
 //! ```
 
@@ -42,7 +42,7 @@ use cloacina_core::ports::{ClaimRequest, Notification, StorageError, StorageResu
 use cloacina_core::step::Writes;
 use cloacina_core::{TenantName, Timestamp};
 use cloacina_sql::LockedRows;
-use cloacina_sql::claim::{Params, claim_parts, start_parts};
+use cloacina_sql::claim::{Params, claim_parts};
 use cloacina_sql::entities::task_executions;
 use cloacina_sql::rows::ExecutionHead;
 use cloacina_sql::{OpenReport, SqlBackend, SqlStorage, TxError};
@@ -64,7 +64,7 @@ pub type PgStorage = SqlStorage<PgBackend>;
 #[derive(Clone)]
 pub struct PgOptions {
     url: String,
-    schema: Option<TenantName>,
+    tenant: Option<TenantName>,
     pool_size: u32,
     connect_timeout: Duration,
     acquire_timeout: Duration,
@@ -74,7 +74,7 @@ impl fmt::Debug for PgOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgOptions")
             .field("url", &redact_url(&self.url))
-            .field("schema", &self.schema)
+            .field("tenant", &self.tenant)
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("acquire_timeout", &self.acquire_timeout)
@@ -88,21 +88,25 @@ impl PgOptions {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            schema: None,
+            tenant: None,
             pool_size: 10,
             connect_timeout: Duration::from_secs(30),
             acquire_timeout: Duration::from_secs(30),
         }
     }
-    /// Opens tenant `name`'s schema instead of `public`. The name is
-    /// checked against the tenant rule before any SQL is built.
-    pub fn schema(mut self, name: &str) -> Result<Self, StorageError> {
-        self.schema = Some(TenantName::parse(name)?);
-        Ok(self)
+    /// Opens tenant `name` (its own schema) instead of `public`. The name
+    /// is checked against the tenant rule before any SQL is built.
+    pub fn tenant(self, name: &str) -> Result<Self, StorageError> {
+        Ok(self.tenant_name(Some(TenantName::parse(name)?)))
+    }
+    /// The former name of [`tenant`](Self::tenant).
+    #[deprecated(since = "0.2.0", note = "a tenant is one word across the API: use `PgOptions::tenant`")]
+    pub fn schema(self, name: &str) -> Result<Self, StorageError> {
+        self.tenant(name)
     }
     /// Sets an already validated tenant (or none: `public`).
     pub fn tenant_name(mut self, name: Option<TenantName>) -> Self {
-        self.schema = name;
+        self.tenant = name;
         self
     }
     /// Pool size. Default 10.
@@ -154,7 +158,7 @@ fn payloads(notes: &[Notification]) -> Vec<String> {
 /// The PostgreSQL half of [`PgStorage`].
 pub struct PgBackend {
     options: PgConnectOptions,
-    schema: Option<TenantName>,
+    tenant: Option<TenantName>,
     pool: PgPool,
     conn: DatabaseConnection,
     channel: String,
@@ -180,7 +184,7 @@ impl PgBackend {
 
     /// The schema in use (`public` without a tenant).
     pub fn schema_name(&self) -> String {
-        schema_name(self.schema.as_ref())
+        schema_name(self.tenant.as_ref())
     }
     /// What opening did (schema created? migrations applied?).
     pub fn open_report(&self) -> &OpenReport {
@@ -231,8 +235,8 @@ pub(crate) async fn connect_with_retry(o: &PgConnectOptions, timeout: Duration) 
 /// applies migrations in it, then opens a pool scoped to it.
 pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
     let base = url::parse(&opts.url)?;
-    let schema = schema_name(opts.schema.as_ref());
-    let quoted = quoted_schema(opts.schema.as_ref());
+    let schema = schema_name(opts.tenant.as_ref());
+    let quoted = quoted_schema(opts.tenant.as_ref());
     let base = base.application_name("cloacina");
 
     // The schema and its meta table, on one connection; no lock that
@@ -273,7 +277,7 @@ pub async fn open(opts: PgOptions) -> StorageResult<PgStorage> {
         })
         .connect_lazy_with(scoped);
     let conn = SqlxPostgresConnector::from_sqlx_postgres_pool(pool.clone());
-    let mut backend = PgBackend { options: base, schema: opts.schema.clone(), pool, conn, channel, open_report };
+    let mut backend = PgBackend { options: base, tenant: opts.tenant.clone(), pool, conn, channel, open_report };
     backend.open_report.migrations_applied =
         setup::migrate(&backend, &mut setup, &quoted, opts.connect_timeout).await?;
     drop(setup);
@@ -415,30 +419,6 @@ impl SqlBackend for PgBackend {
         now: Timestamp,
     ) -> Result<(), TxError> {
         writes::apply(self, txn, w, notes, now).await
-    }
-
-    async fn mark_started(
-        &self,
-        txn: &DatabaseTransaction,
-        ids: Vec<uuid::Uuid>,
-        now: Timestamp,
-    ) -> Result<Vec<uuid::Uuid>, DbErr> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut p = Params::new(DbBackend::Postgres);
-        let (set, guard) = start_parts(&mut p, now);
-        let list = ids.into_iter().map(|id| p.bind(id)).collect::<Vec<_>>().join(", ");
-        // Rows another transaction has locked are skipped: it leaves them
-        // running or terminal itself, so commits never wait on each other here.
-        let sql = format!(
-            "UPDATE workflow_executions SET {set} WHERE id IN ( \
-               SELECT id FROM workflow_executions WHERE id IN ({list}) AND {guard} ORDER BY id FOR UPDATE SKIP LOCKED) \
-             RETURNING id"
-        );
-        let values = p.into_values();
-        let rows = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
-        rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
     }
 
     async fn notify_in_txn(&self, txn: &DatabaseTransaction, notes: &[Notification]) -> Result<(), DbErr> {

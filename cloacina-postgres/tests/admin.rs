@@ -92,7 +92,7 @@ async fn removal_drops_only_the_tenants_schema_and_role() {
     let name = unique_name("tenant");
     let creds = admin.create_tenant(&name, None).await.unwrap();
     assert!(matches!(admin.create_tenant(&name, None).await, Err(StorageError::AlreadyExists { what: "tenant", .. })));
-    let s = cloacina_postgres::open(PgOptions::new(&creds.connection_string).schema(&name).unwrap()).await.unwrap();
+    let s = cloacina_postgres::open(PgOptions::new(&creds.connection_string).tenant(&name).unwrap()).await.unwrap();
     drop(s);
     exec(&db.url, &format!("CREATE TABLE public.shared (id int); GRANT SELECT ON public.shared TO \"{name}\"")).await;
     match admin.remove_tenant(&name).await {
@@ -118,7 +118,7 @@ async fn a_tenant_from_before_the_registry_is_adopted() {
     let rest = db.url.split_once("://").unwrap().1;
     let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
     let role_url = format!("postgres://{name}:old-Strong-pass-1@{host_and_db}");
-    let s = cloacina_postgres::open(PgOptions::new(&role_url).schema(&name).unwrap()).await.unwrap();
+    let s = cloacina_postgres::open(PgOptions::new(&role_url).tenant(&name).unwrap()).await.unwrap();
     drop(s);
     let admin = TenantAdmin::connect(&db.url).await.unwrap();
     assert!(admin.list_tenants().await.unwrap().is_empty(), "not registered yet");

@@ -16,7 +16,7 @@ struct PgTarget {
 }
 
 async fn open(s: &TestSchema) -> cloacina_postgres::PgStorage {
-    cloacina_postgres::open(PgOptions::new(&s.url).schema(&s.name).unwrap()).await.expect("open PostgreSQL schema")
+    cloacina_postgres::open(PgOptions::new(&s.url).tenant(&s.name).unwrap()).await.expect("open PostgreSQL schema")
 }
 
 async fn pg_target() -> PgTarget {

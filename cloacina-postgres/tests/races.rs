@@ -58,7 +58,7 @@ async fn until_a_backend_waits_for_a_lock(c: &mut PgConnection) {
 async fn a_recovery_sweep_never_requeues_a_task_reclaimed_while_it_waited() {
     let schema = TestSchema::new("race_recover");
     let s = std::sync::Arc::new(
-        cloacina_postgres::open(PgOptions::new(&schema.url).schema(&schema.name).unwrap()).await.unwrap(),
+        cloacina_postgres::open(PgOptions::new(&schema.url).tenant(&schema.name).unwrap()).await.unwrap(),
     );
     let wf = single();
     let wfs: WorkflowSet = [wf.clone()].into_iter().collect();
@@ -142,7 +142,7 @@ async fn a_join_is_promoted_when_its_branches_finish_together() {
     use cloacina_core::{TaskError, TaskSpec, Workflow, task_fn};
     let schema = TestSchema::new("race_join");
     let s = std::sync::Arc::new(
-        cloacina_postgres::open(PgOptions::new(&schema.url).schema(&schema.name).unwrap()).await.unwrap(),
+        cloacina_postgres::open(PgOptions::new(&schema.url).tenant(&schema.name).unwrap()).await.unwrap(),
     );
     let noop = |id: &str| TaskSpec::new(id, task_fn(|c: Context| async move { Ok::<_, TaskError>(c) }));
     let wf = Workflow::builder("fork")

@@ -30,7 +30,7 @@ async fn create_one(s: &cloacina_postgres::PgStorage) -> cloacina_core::Executio
 #[tokio::test]
 async fn pooled_connections_are_scoped_to_the_tenant_schema() {
     let schema = TestSchema::new("scoped");
-    let s = cloacina_postgres::open(PgOptions::new(&schema.url).schema(&schema.name).unwrap()).await.unwrap();
+    let s = cloacina_postgres::open(PgOptions::new(&schema.url).tenant(&schema.name).unwrap()).await.unwrap();
     use sea_orm::ConnectionTrait;
     for _ in 0..3 {
         let row = s
@@ -73,8 +73,8 @@ async fn legacy_public_works_beside_tenant_schemas() {
     let db = TestDatabase::create("legacy").await;
     let legacy = cloacina_postgres::open(PgOptions::new(&db.url)).await.unwrap();
     assert_eq!(legacy.backend().schema_name(), "public");
-    let t1 = cloacina_postgres::open(PgOptions::new(&db.url).schema("tenant_001").unwrap()).await.unwrap();
-    let t2 = cloacina_postgres::open(PgOptions::new(&db.url).schema("tenant_002").unwrap()).await.unwrap();
+    let t1 = cloacina_postgres::open(PgOptions::new(&db.url).tenant("tenant_001").unwrap()).await.unwrap();
+    let t2 = cloacina_postgres::open(PgOptions::new(&db.url).tenant("tenant_002").unwrap()).await.unwrap();
     let ids = [create_one(&legacy).await, create_one(&t1).await, create_one(&t2).await];
     for (s, mine) in [(&legacy, ids[0]), (&t1, ids[1]), (&t2, ids[2])] {
         let seen: Vec<_> =
@@ -93,7 +93,7 @@ async fn four_concurrent_first_openings_migrate_once() {
     let schema = TestSchema::new("race");
     let opens = (0..4).map(|_| {
         let (url, name) = (schema.url.clone(), schema.name.clone());
-        tokio::spawn(async move { cloacina_postgres::open(PgOptions::new(url).schema(&name).unwrap()).await })
+        tokio::spawn(async move { cloacina_postgres::open(PgOptions::new(url).tenant(&name).unwrap()).await })
     });
     let (mut created, mut applied) = (0, 0);
     for h in opens {
@@ -130,7 +130,7 @@ async fn hostile_names_are_rejected_before_any_sql_runs() {
     ];
     let admin = TenantAdmin::connect(&url).await.unwrap();
     for (name, expected) in cases {
-        match PgOptions::new(&url).schema(name) {
+        match PgOptions::new(&url).tenant(name) {
             Err(StorageError::InvalidTenant(e)) => assert!(expected(&e), "{name}: {e:?}"),
             other => panic!("{name}: expected InvalidTenant, got {other:?}"),
         }
@@ -169,8 +169,8 @@ async fn a_tenant_role_reaches_only_its_own_schema() {
     assert!(a.connection_string.starts_with(&format!("postgres://{na}:")));
 
     // Each tenant's runners open their schema with their own role.
-    let sa = cloacina_postgres::open(PgOptions::new(&a.connection_string).schema(&na).unwrap()).await.unwrap();
-    let sb = cloacina_postgres::open(PgOptions::new(&b.connection_string).schema(&nb).unwrap()).await.unwrap();
+    let sa = cloacina_postgres::open(PgOptions::new(&a.connection_string).tenant(&na).unwrap()).await.unwrap();
+    let sb = cloacina_postgres::open(PgOptions::new(&b.connection_string).tenant(&nb).unwrap()).await.unwrap();
     create_one(&sa).await;
     create_one(&sb).await;
 

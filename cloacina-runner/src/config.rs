@@ -124,7 +124,7 @@ impl RunnerConfig {
 /// use std::time::Duration;
 /// let runner = DefaultRunner::builder()
 ///     .database_url("sqlite://data/app.db")
-///     .schema("tenant_acme")
+///     .tenant("tenant_acme")
 ///     .enable_recovery(true)
 ///     .max_concurrent_tasks(10)
 ///     .default_task_timeout(Duration::from_secs(300))
@@ -134,7 +134,7 @@ impl RunnerConfig {
 /// ```
 pub struct DefaultRunnerBuilder {
     database_url: Option<DatabaseUrl>,
-    schema: Option<String>,
+    tenant: Option<String>,
     enable_recovery: bool,
     max_concurrent_tasks: usize,
     default_task_timeout: Option<Duration>,
@@ -160,7 +160,7 @@ impl Default for DefaultRunnerBuilder {
     fn default() -> Self {
         Self {
             database_url: None,
-            schema: None,
+            tenant: None,
             enable_recovery: true,
             max_concurrent_tasks: 32,
             default_task_timeout: None,
@@ -188,7 +188,7 @@ impl std::fmt::Debug for DefaultRunnerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DefaultRunnerBuilder")
             .field("database_url", &self.database_url)
-            .field("schema", &self.schema)
+            .field("tenant", &self.tenant)
             .field("max_concurrent_tasks", &self.max_concurrent_tasks)
             .finish_non_exhaustive()
     }
@@ -204,9 +204,14 @@ impl DefaultRunnerBuilder {
     /// The tenant: a PostgreSQL schema, or a SQLite file next to the base
     /// file. Default: none (`public` / the base file). Names: letters,
     /// digits and underscores, see [`TenantName`].
-    pub fn schema(mut self, tenant: &str) -> Self {
-        self.schema = Some(tenant.to_owned());
+    pub fn tenant(mut self, tenant: &str) -> Self {
+        self.tenant = Some(tenant.to_owned());
         self
+    }
+    /// The same as [`tenant`](Self::tenant): the name this setting had in
+    /// the first release, kept for code written against it.
+    pub fn schema(self, tenant: &str) -> Self {
+        self.tenant(tenant)
     }
     /// Whether the runner recovers interrupted work: at start-up (before
     /// `build` returns) and then every `recovery_interval`. Default `true`.
@@ -338,7 +343,7 @@ impl DefaultRunnerBuilder {
 
     pub(crate) fn validate(&self) -> Result<RunnerConfig> {
         let url = self.database_url.clone().ok_or_else(|| RunnerError::config("database_url", "is required"))?;
-        let tenant = self.schema.as_deref().map(TenantName::parse).transpose()?;
+        let tenant = self.tenant.as_deref().map(TenantName::parse).transpose()?;
         if !(1..=MAX_CONCURRENT_TASKS).contains(&self.max_concurrent_tasks) {
             return Err(RunnerError::config(
                 "max_concurrent_tasks",
@@ -470,6 +475,7 @@ mod tests {
         assert_eq!(option_of(b().context_size_limit(0).validate()), "context_size_limit");
         assert_eq!(option_of(b().default_task_timeout(Duration::ZERO).validate()), "default_task_timeout");
         assert_eq!(option_of(b().runner_id("has space").validate()), "runner_id");
+        assert!(matches!(b().tenant("bad-name").validate(), Err(RunnerError::InvalidTenant(_))));
         assert!(matches!(b().schema("bad-name").validate(), Err(RunnerError::InvalidTenant(_))));
     }
 

@@ -72,7 +72,11 @@ pub use cloacina_core::ports::{
     DuplicateTick, EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, ScheduleRecord,
     StorageError,
 };
-pub use cloacina_core::schedule::{CatchUp, CronSchedule, ScheduleError, Trigger, TriggerPoll, TriggerSpec};
+pub use cloacina_core::schedule::{CatchUp, CronSchedule, EventPoll, EventTrigger, EventTriggerSpec, ScheduleError};
+/// The first release's names of [`EventTrigger`], [`EventPoll`] and
+/// [`EventTriggerSpec`], deprecated.
+#[allow(deprecated)]
+pub use cloacina_core::schedule::{Trigger, TriggerPoll, TriggerSpec};
 pub use cloacina_core::{
     Backoff, Cancellation, Context, ContextError, ErrorClass, ExecutionId, RetryCondition, RetryPolicy,
     RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
@@ -80,7 +84,7 @@ pub use cloacina_core::{
     redact_url, task_fn, task_fn_with_run,
 };
 
-/// For implementing [`Trigger`] (and [`Task`]) on your own types.
+/// For implementing [`EventTrigger`] (and [`Task`]) on your own types.
 pub use async_trait::async_trait;
 
 /// The pure domain crate, for what is not re-exported above.

@@ -85,8 +85,15 @@ impl DefaultRunner {
 
     /// A runner on one tenant: a PostgreSQL schema, or a SQLite file next
     /// to the base file (`data/app.db` + `acme` → `data/app.acme.db`).
+    pub async fn with_tenant(database_url: &str, tenant: &str) -> Result<Self> {
+        Self::builder().database_url(database_url).tenant(tenant).build().await
+    }
+
+    /// The same as [`with_tenant`](Self::with_tenant): the name this
+    /// constructor had in the first release, kept for code written
+    /// against it.
     pub async fn with_schema(database_url: &str, tenant: &str) -> Result<Self> {
-        Self::builder().database_url(database_url).schema(tenant).build().await
+        Self::with_tenant(database_url, tenant).await
     }
 
     /// A builder with every setting at its default.

@@ -3,7 +3,7 @@
 use std::sync::atomic::Ordering;
 
 use cloacina_core::ports::{ScheduleRecord, StorageError};
-use cloacina_core::schedule::{CronSchedule, TriggerSpec};
+use cloacina_core::schedule::{CronSchedule, EventTriggerSpec};
 
 use crate::engine;
 use crate::error::{Result, RunnerError};
@@ -83,7 +83,7 @@ impl DefaultRunner {
         self.inner.storage.delete_schedule(name).await.map_err(|e| schedule_not_found(e, name))
     }
 
-    /// Starts polling a [`Trigger`](crate::Trigger) on this runner. Each
+    /// Starts polling an [`EventTrigger`](crate::EventTrigger) on this runner. Each
     /// `Fire(context)` starts the trigger's workflow with that context,
     /// recorded with the trigger (origin `trigger:<name>`), unless an
     /// identical firing (same trigger, same context) has an unfinished
@@ -95,27 +95,27 @@ impl DefaultRunner {
     /// # async fn demo(runner: cloacina_runner::DefaultRunner) -> Result<(), Box<dyn std::error::Error>> {
     /// use std::sync::Arc;
     /// use std::time::Duration;
-    /// use cloacina_runner::{Context, TaskError, Trigger, TriggerPoll, TriggerSpec};
+    /// use cloacina_runner::{Context, TaskError, EventTrigger, EventPoll, EventTriggerSpec};
     ///
     /// struct InboxFile;
     /// #[cloacina_runner::async_trait]
-    /// impl Trigger for InboxFile {
-    ///     async fn poll(&self) -> Result<TriggerPoll, TaskError> {
+    /// impl EventTrigger for InboxFile {
+    ///     async fn poll(&self) -> Result<EventPoll, TaskError> {
     ///         if std::path::Path::new("inbox/orders.csv").exists() {
     ///             let mut ctx = Context::new();
     ///             ctx.insert("file", "inbox/orders.csv")?;
-    ///             return Ok(TriggerPoll::Fire(ctx));
+    ///             return Ok(EventPoll::Fire(ctx));
     ///         }
-    ///         Ok(TriggerPoll::Skip)
+    ///         Ok(EventPoll::Skip)
     ///     }
     /// }
     /// runner.register_trigger(
-    ///     TriggerSpec::new("orders_inbox", "import_orders", Arc::new(InboxFile))?
+    ///     EventTriggerSpec::new("orders_inbox", "import_orders", Arc::new(InboxFile))?
     ///         .poll_interval(Duration::from_secs(10))?,
     /// )?;
     /// # Ok(()) }
     /// ```
-    pub fn register_trigger(&self, spec: TriggerSpec) -> Result<()> {
+    pub fn register_trigger(&self, spec: EventTriggerSpec) -> Result<()> {
         self.lookup(spec.workflow())?;
         if !self.inner.life.accepting.load(Ordering::SeqCst) {
             return Err(self.inner.stopped_error());

@@ -362,7 +362,7 @@ async fn tenants_sharing_a_database_stay_apart(db: TestDb) {
     let (other, _guard) = db.other_tenant();
     let wf = || Workflow::builder("same_name").task(add("x")).build().unwrap();
     let a = db.builder().workflow(wf()).build().await.unwrap();
-    let b = DefaultRunner::builder().database_url(&db.url).schema(&other).workflow(wf()).build().await.unwrap();
+    let b = DefaultRunner::builder().database_url(&db.url).tenant(&other).workflow(wf()).build().await.unwrap();
     let ra = a.execute("same_name", Context::new()).await.unwrap();
     let rb = b.execute("same_name", Context::new()).await.unwrap();
     let ids = |r: &DefaultRunner| {
@@ -603,7 +603,7 @@ async fn wait_until_liveness_expired(db: &TestDb, id: &str) {
     } else {
         let mut o = cloacina_postgres::PgOptions::new(&db.url);
         if let Some(t) = &db.tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         let s = cloacina_postgres::open(o).await.unwrap();
         let query = || {

@@ -75,7 +75,7 @@ async fn invalid_tenant_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("app.db").display());
     for bad in ["../escape", "tenant-1", "a\"; DROP TABLE x; --", "Ünï", "", "pg_catalog", &"t".repeat(64)] {
-        let err = DefaultRunner::with_schema(&url, bad).await.unwrap_err();
+        let err = DefaultRunner::with_tenant(&url, bad).await.unwrap_err();
         assert!(matches!(err, RunnerError::InvalidTenant(_)), "{bad}: {err:?}");
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file was created");
@@ -298,7 +298,7 @@ async fn corrupted_rows_are_contained(db: TestDb) {
     } else {
         let mut o = cloacina_postgres::PgOptions::new(&db.url);
         if let Some(t) = &tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         let s = cloacina_postgres::open(o).await.unwrap();
         s.create_executions(vec![bad_input, bad_state], None, &set, Timestamp::now()).await.unwrap();
@@ -369,7 +369,7 @@ async fn raw_sql(db: &TestDb, sql: &str) {
     } else {
         let mut o = cloacina_postgres::PgOptions::new(&db.url);
         if let Some(t) = &db.tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         let s = cloacina_postgres::open(o).await.unwrap();
         s.backend().connection().execute_unprepared(sql).await.unwrap();

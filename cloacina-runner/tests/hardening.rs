@@ -64,7 +64,7 @@ async fn storage(db: &TestDb) -> Arc<dyn Storage> {
     } else {
         let mut o = cloacina_postgres::PgOptions::new(&db.url);
         if let Some(t) = &db.tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         Arc::new(cloacina_postgres::open(o).await.unwrap())
     }
@@ -87,7 +87,7 @@ async fn sql(db: &TestDb, text: &str, id: ExecutionId) {
         let lit = format!("'{}'", id.0);
         let mut o = cloacina_postgres::PgOptions::new(&db.url);
         if let Some(t) = &db.tenant {
-            o = o.schema(t).unwrap();
+            o = o.tenant(t).unwrap();
         }
         let s = cloacina_postgres::open(o).await.unwrap();
         s.backend().connection().execute_unprepared(&text.replace("{id}", &lit)).await.unwrap();

@@ -92,7 +92,7 @@ async fn forged_notifications_change_nothing() {
     // Long leases: only a notification can make B stop a body soon.
     let b = DefaultRunner::builder()
         .database_url(&t.b.connection_string)
-        .schema(t.b.tenant.as_str())
+        .tenant(t.b.tenant.as_str())
         .lease_ttl(Duration::from_secs(60))
         .heartbeat_interval(Duration::from_secs(20))
         .workflow(wf)
@@ -131,7 +131,7 @@ async fn forged_notifications_change_nothing() {
         }
     }
     // The positive control: a real cancel, from another runner of B.
-    let b2 = DefaultRunner::builder().database_url(&t.b.connection_string).schema(t.b.tenant.as_str());
+    let b2 = DefaultRunner::builder().database_url(&t.b.connection_string).tenant(t.b.tenant.as_str());
     let b2 = b2.build().await.unwrap();
     b2.cancel(target.id()).await.unwrap();
     let deadline = Instant::now() + BOUND;
@@ -161,7 +161,7 @@ async fn listening_on_another_tenants_channel_learns_nothing_usable() {
         .task(TaskSpec::new("t", cloacina_runner::task_fn(|c: Context| async move { Ok::<_, TaskError>(c) })))
         .build()
         .unwrap();
-    let b = DefaultRunner::builder().database_url(&t.b.connection_string).schema(t.b.tenant.as_str()).workflow(wf);
+    let b = DefaultRunner::builder().database_url(&t.b.connection_string).tenant(t.b.tenant.as_str()).workflow(wf);
     let b = b.build().await.unwrap();
     let computed = format!("cloacina_{:016x}", fnv1a(t.b.tenant.as_str()));
     let real = b_channel(&t).await;
@@ -209,7 +209,7 @@ async fn another_tenants_locks_cannot_delay_a_start() {
         let began = Instant::now();
         let b = DefaultRunner::builder()
             .database_url(&t.b.connection_string)
-            .schema(t.b.tenant.as_str())
+            .tenant(t.b.tenant.as_str())
             .connect_timeout(Duration::from_secs(3))
             .build()
             .await
@@ -275,7 +275,7 @@ async fn a_tenant_cannot_take_more_connections_than_its_limit() {
     };
     assert_eq!(held.len(), 5);
     assert_eq!(refused.as_database_error().and_then(|d| d.code()).as_deref(), Some("53300"), "{refused}");
-    let b = DefaultRunner::builder().database_url(&t.b.connection_string).schema(t.b.tenant.as_str());
+    let b = DefaultRunner::builder().database_url(&t.b.connection_string).tenant(t.b.tenant.as_str());
     let b = b.build().await.unwrap();
     b.shutdown().await.unwrap();
     drop(held);
@@ -290,7 +290,7 @@ async fn a_tenant_cannot_take_more_connections_than_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn what_another_tenant_can_and_cannot_see() {
     let t = two_tenants("see", 24).await;
-    let b = DefaultRunner::builder().database_url(&t.b.connection_string).schema(t.b.tenant.as_str());
+    let b = DefaultRunner::builder().database_url(&t.b.connection_string).tenant(t.b.tenant.as_str());
     let b = b.build().await.unwrap();
     let mut a = PgConnection::connect(&t.a.connection_string).await.unwrap();
     let schemas: Vec<String> =

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use cloacina_runner::core::ManualClock;
 use cloacina_runner::{
-    CatchUp, Context, CronSchedule, DefaultRunner, ExecutionFilter, ExecutionRecord, RunnerError, TaskError, TaskSpec,
-    Timestamp, Trigger, TriggerPoll, TriggerSpec, Workflow, WorkflowState, task_fn,
+    CatchUp, Context, CronSchedule, DefaultRunner, EventPoll, EventTrigger, EventTriggerSpec, ExecutionFilter,
+    ExecutionRecord, RunnerError, TaskError, TaskSpec, Timestamp, Workflow, WorkflowState, task_fn,
 };
 use common::TestDb;
 
@@ -234,12 +234,12 @@ struct Repeating {
 }
 
 #[cloacina_runner::async_trait]
-impl Trigger for Repeating {
-    async fn poll(&self) -> Result<TriggerPoll, TaskError> {
+impl EventTrigger for Repeating {
+    async fn poll(&self) -> Result<EventPoll, TaskError> {
         self.polls.fetch_add(1, Ordering::SeqCst);
         let mut ctx = Context::new();
         ctx.insert("file", self.file)?;
-        Ok(TriggerPoll::Fire(ctx))
+        Ok(EventPoll::Fire(ctx))
     }
 }
 
@@ -260,7 +260,7 @@ async fn trigger_fires_and_duplicates_are_suppressed(db: TestDb) {
     let trigger = Arc::new(Repeating { polls: AtomicUsize::new(0), file: "orders.csv" });
     runner
         .register_trigger(
-            TriggerSpec::new("inbox", "gated", trigger.clone())
+            EventTriggerSpec::new("inbox", "gated", trigger.clone())
                 .unwrap()
                 .poll_interval(Duration::from_millis(20))
                 .unwrap(),
@@ -304,7 +304,7 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
     let fanout = Arc::new(Repeating { polls: AtomicUsize::new(0), file: "same.csv" });
     runner
         .register_trigger(
-            TriggerSpec::new("fanout", "gated", fanout.clone())
+            EventTriggerSpec::new("fanout", "gated", fanout.clone())
                 .unwrap()
                 .poll_interval(Duration::from_millis(20))
                 .unwrap()
@@ -320,17 +320,17 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
         marker: String,
     }
     #[cloacina_runner::async_trait]
-    impl Trigger for Faulty {
-        async fn poll(&self) -> Result<TriggerPoll, TaskError> {
+    impl EventTrigger for Faulty {
+        async fn poll(&self) -> Result<EventPoll, TaskError> {
             match self.polls.fetch_add(1, Ordering::SeqCst) {
                 0 => Err(TaskError::transient(format!("source unreachable ({})", self.marker))),
                 1 => panic!("bug in a trigger ({})", self.marker),
                 2 => {
                     let mut ctx = Context::new();
                     ctx.insert("file", "after_the_faults.csv")?;
-                    Ok(TriggerPoll::Fire(ctx))
+                    Ok(EventPoll::Fire(ctx))
                 }
-                _ => Ok(TriggerPoll::Skip),
+                _ => Ok(EventPoll::Skip),
             }
         }
     }
@@ -340,7 +340,7 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
     let faulty = Arc::new(Faulty { polls: AtomicUsize::new(0), marker: marker.clone() });
     runner
         .register_trigger(
-            TriggerSpec::new("faulty", "gated", faulty.clone())
+            EventTriggerSpec::new("faulty", "gated", faulty.clone())
                 .unwrap()
                 .poll_interval(Duration::from_millis(10))
                 .unwrap(),
@@ -365,7 +365,7 @@ async fn concurrent_and_faulty_triggers(db: TestDb) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Registering a name twice on one runner is refused.
-    let dup = TriggerSpec::new("fanout", "gated", fanout.clone()).unwrap();
+    let dup = EventTriggerSpec::new("fanout", "gated", fanout.clone()).unwrap();
     assert!(matches!(runner.register_trigger(dup), Err(RunnerError::DuplicateTrigger { name }) if name == "fanout"));
     gate.store(true, Ordering::SeqCst);
     runner.shutdown().await.unwrap();
@@ -397,7 +397,7 @@ async fn bad_schedules_are_typed_errors(db: TestDb) {
     runner.delete_schedule("s").await.unwrap();
     assert!(runner.list_schedules().await.unwrap().is_empty());
     let t = Arc::new(Repeating { polls: AtomicUsize::new(0), file: "x" });
-    let unknown = TriggerSpec::new("t", "nope", t).unwrap();
+    let unknown = EventTriggerSpec::new("t", "nope", t).unwrap();
     assert!(matches!(runner.register_trigger(unknown), Err(RunnerError::UnknownWorkflow { .. })));
     runner.shutdown().await.unwrap();
 }

@@ -23,7 +23,7 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
         .task(TaskSpec::new("t", task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) })))
         .build()
         .unwrap();
-    let builder = DefaultRunner::builder().database_url(&creds.connection_string).schema(&tenant).workflow(wf);
+    let builder = DefaultRunner::builder().database_url(&creds.connection_string).tenant(&tenant).workflow(wf);
     let debug_builder = format!("{builder:?}");
     let runner = builder.build().await.expect("the password is accepted");
     let debug_runner = format!("{runner:?}");

@@ -115,29 +115,6 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
         Ok(total)
     }
 
-    /// Moves the given executions from `pending` to `running` (their first
-    /// task was claimed) and returns the ids it moved. The default is a
-    /// plain guarded update; PostgreSQL skips rows another transaction has
-    /// locked (that transaction leaves them running or terminal itself), so
-    /// concurrent commits never wait on each other here.
-    async fn mark_started(
-        &self,
-        txn: &DatabaseTransaction,
-        ids: Vec<uuid::Uuid>,
-        now: Timestamp,
-    ) -> Result<Vec<uuid::Uuid>, DbErr> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let backend = txn.get_database_backend();
-        let mut p = crate::claim::Params::new(backend);
-        let (set, guard) = crate::claim::start_parts(&mut p, now);
-        let list = ids.into_iter().map(|id| p.bind(id)).collect::<Vec<_>>().join(", ");
-        let sql = format!("UPDATE workflow_executions SET {set} WHERE id IN ({list}) AND {guard} RETURNING id");
-        let rows = txn.query_all_raw(Statement::from_sql_and_values(backend, sql, p.into_values())).await?;
-        rows.iter().map(|r| r.try_get::<uuid::Uuid>("", "id")).collect()
-    }
-
     /// Sends notifications as part of the transaction (delivered at commit).
     async fn notify_in_txn(&self, txn: &DatabaseTransaction, notes: &[Notification]) -> Result<(), DbErr>;
 

@@ -7,7 +7,7 @@
 
 use cloacina_core::ports::ClaimRequest;
 use cloacina_core::{Timestamp, Transition, WorkflowState};
-use sea_orm::{DbBackend, Value};
+use sea_orm::{DbBackend, Statement, Value};
 
 /// Bound parameters in the order they appear in a statement's text.
 #[derive(Debug)]
@@ -75,10 +75,27 @@ pub fn claim_parts(
     (set, select)
 }
 
-/// `SET` list and guard of the statement that starts pending executions
-/// ([`Transition::start`]).
-pub fn start_parts(p: &mut Params, now: Timestamp) -> (String, String) {
+/// The statement that starts the pending executions among `ids`
+/// ([`Transition::start`]) and returns the ids it moved. On PostgreSQL,
+/// rows another transaction has locked are skipped (`FOR UPDATE SKIP
+/// LOCKED`): that transaction leaves them running or terminal itself, so
+/// concurrent commits never wait on each other here; SQLite's write
+/// transaction is exclusive already.
+pub fn start_statement(backend: DbBackend, ids: &[uuid::Uuid], now: Timestamp) -> Statement {
     let start = Transition::start();
-    let set = format!("state = '{}', updated_at = {}", start.to.as_str(), p.bind(now.0));
-    (set, format!("state = '{}'", start.from.as_str()))
+    let mut p = Params::new(backend);
+    let updated = p.bind(now.0);
+    let list = ids.iter().map(|id| p.bind(*id)).collect::<Vec<_>>().join(", ");
+    let guard = format!("id IN ({list}) AND state = '{}'", start.from.as_str());
+    let rows = match backend {
+        DbBackend::Postgres => {
+            format!("SELECT id FROM workflow_executions WHERE {guard} ORDER BY id FOR UPDATE SKIP LOCKED")
+        }
+        _ => format!("SELECT id FROM workflow_executions WHERE {guard}"),
+    };
+    let sql = format!(
+        "UPDATE workflow_executions SET state = '{to}', updated_at = {updated} WHERE id IN ({rows}) RETURNING id",
+        to = start.to.as_str()
+    );
+    Statement::from_sql_and_values(backend, sql, p.into_values())
 }

@@ -88,9 +88,8 @@ impl SqliteOptions {
     }
     /// Opens tenant `name`'s file instead of the base file. The name is
     /// checked against the tenant rule.
-    pub fn tenant(mut self, name: &str) -> Result<Self, StorageError> {
-        self.tenant = Some(TenantName::parse(name)?);
-        Ok(self)
+    pub fn tenant(self, name: &str) -> Result<Self, StorageError> {
+        Ok(self.tenant_name(Some(TenantName::parse(name)?)))
     }
     /// Sets an already validated tenant (or none: the base file).
     pub fn tenant_name(mut self, name: Option<TenantName>) -> Self {

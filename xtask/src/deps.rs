@@ -1,5 +1,7 @@
-//! The layering check: `cloacina-core` must not depend, directly or
-//! through other crates, on a database crate or an async runtime.
+//! The layering checks: `cloacina-core` must not depend, directly or
+//! through other crates, on a database crate or an async runtime; and the
+//! workspace's crates depend on each other only along the arrows
+//! ARCHITECTURE.md draws ([`LAYERS`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -76,6 +78,52 @@ pub(crate) fn check(metadata: &Value, root: &str) -> Result<(), String> {
     }
 }
 
+/// The workspace's crates and the workspace crates each may depend on
+/// (normal dependencies; dev-dependencies are free). A crate not listed
+/// here is an error too: a new crate gets its place in the map first.
+pub(crate) const LAYERS: &[(&str, &[&str])] = &[
+    ("cloacina-core", &[]),
+    ("cloacina-sql", &["cloacina-core"]),
+    ("cloacina-sqlite", &["cloacina-core", "cloacina-sql"]),
+    ("cloacina-postgres", &["cloacina-core", "cloacina-sql"]),
+    ("cloacina-runner", &["cloacina-core", "cloacina-sqlite", "cloacina-postgres"]),
+    ("cloacina-testkit", &["cloacina-core"]),
+    (
+        "cloacina-harness",
+        &["cloacina-core", "cloacina-runner", "cloacina-sqlite", "cloacina-postgres", "cloacina-testkit"],
+    ),
+    ("cloacina-examples", &["cloacina-runner"]),
+    ("xtask", &[]),
+];
+
+/// Fails with every workspace dependency not allowed by [`LAYERS`].
+pub(crate) fn check_layers(metadata: &Value) -> Result<(), String> {
+    let members: HashSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .ok_or("metadata has no workspace members")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let packages = metadata["packages"].as_array().ok_or("metadata has no packages")?;
+    let mut bad = Vec::new();
+    for p in packages.iter().filter(|p| p["id"].as_str().is_some_and(|id| members.contains(id))) {
+        let name = p["name"].as_str().unwrap_or("?");
+        let Some((_, allowed)) = LAYERS.iter().find(|(n, _)| *n == name) else {
+            bad.push(format!("`{name}` is not in the layer map (xtask/src/deps.rs LAYERS, ARCHITECTURE.md)"));
+            continue;
+        };
+        for d in p["dependencies"].as_array().into_iter().flatten() {
+            let dep = d["name"].as_str().unwrap_or("?");
+            let normal = d["kind"].is_null();
+            let internal = LAYERS.iter().any(|(n, _)| *n == dep);
+            if normal && internal && !allowed.contains(&dep) {
+                bad.push(format!("`{name}` depends on `{dep}`; it may depend on: {}", allowed.join(", ")));
+            }
+        }
+    }
+    if bad.is_empty() { Ok(()) } else { Err(format!("layering broken:\n  {}", bad.join("\n  "))) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +158,42 @@ mod tests {
     fn a_transitive_runtime_dependency_fails() {
         let err = check(&metadata(&[("sneaky", None)]), "cloacina-core").unwrap_err();
         assert!(err.contains("tokio"), "{err}");
+    }
+
+    fn workspace(deps: &[(&str, &str, Option<&str>)]) -> Value {
+        let mut packages = Vec::new();
+        for (name, _) in LAYERS {
+            let own: Vec<Value> = deps
+                .iter()
+                .filter(|(from, _, _)| from == name)
+                .map(|(_, to, kind)| json!({"name": to, "kind": kind}))
+                .collect();
+            packages.push(json!({"id": format!("{name}-id"), "name": name, "dependencies": own}));
+        }
+        let members: Vec<Value> = LAYERS.iter().map(|(n, _)| json!(format!("{n}-id"))).collect();
+        json!({"packages": packages, "workspace_members": members})
+    }
+
+    #[test]
+    fn allowed_arrows_pass() {
+        let m = workspace(&[("cloacina-sql", "cloacina-core", None), ("cloacina-runner", "cloacina-sqlite", None)]);
+        assert!(check_layers(&m).is_ok());
+    }
+
+    #[test]
+    fn an_arrow_against_the_layers_fails() {
+        let m = workspace(&[("cloacina-core", "cloacina-sql", None), ("cloacina-sqlite", "cloacina-postgres", None)]);
+        let err = check_layers(&m).unwrap_err();
+        assert!(err.contains("`cloacina-core` depends on `cloacina-sql`"), "{err}");
+        assert!(err.contains("`cloacina-sqlite` depends on `cloacina-postgres`"), "{err}");
+    }
+
+    #[test]
+    fn test_crates_as_dev_dependencies_are_fine_but_not_as_normal_ones() {
+        let dev = workspace(&[("cloacina-sqlite", "cloacina-testkit", Some("dev"))]);
+        assert!(check_layers(&dev).is_ok());
+        let normal = workspace(&[("cloacina-runner", "cloacina-testkit", None)]);
+        assert!(check_layers(&normal).unwrap_err().contains("`cloacina-runner` depends on `cloacina-testkit`"));
     }
 
     #[test]

@@ -71,6 +71,8 @@ fn check_deps() -> Result<(), String> {
         serde_json::from_slice(&out.stdout).map_err(|e| format!("cargo metadata output: {e}"))?;
     deps::check(&meta, "cloacina-core")?;
     eprintln!("cloacina-core: no database crate, no async runtime");
+    deps::check_layers(&meta)?;
+    eprintln!("workspace crates depend on each other only along the layers");
     Ok(())
 }
 

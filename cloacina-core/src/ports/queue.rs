@@ -14,9 +14,9 @@ pub struct ClaimOwner {
     pub lease_ttl: Duration,
 }
 
-/// Claim up to `limit` ready tasks (used by [`TaskQueue::claim`] and to
-/// claim follow-up work inside the same transaction as a submit or a
-/// report).
+/// Claim up to `limit` ready tasks, in a [`TaskQueue::commit`] of its own
+/// or beside the submits and reports of the same transaction (claiming
+/// follow-up work).
 #[derive(Debug, Clone)]
 pub struct ClaimRequest {
     /// Who claims.

@@ -9,7 +9,7 @@
 //! state change goes through [`TaskState::apply`] or
 //! [`WorkflowState::apply`]; what a storage statement writes itself (a
 //! batch claim, starting executions) takes its state names from
-//! [`Transition`](crate::state::Transition).
+//! [`Transition`].
 //!
 //! One call per operation, each complete in itself: [`Step::create`],
 //! [`Step::report`] (reports of one execution, then their consequences),

@@ -75,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         b = b.workflow(wf);
     }
     if let Some(t) = args.get("tenant") {
-        b = b.schema(t);
+        b = b.tenant(t);
     }
     if let Some(id) = args.get("runner-id") {
         b = b.runner_id(id);

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use cloacina_core::ports::{NewExecution, TriggerFiring, TriggerOutcome};
-use cloacina_core::schedule::{TriggerPoll, TriggerSpec, firing_key};
+use cloacina_core::schedule::{EventPoll, EventTriggerSpec, firing_key};
 
 use super::state::Inner;
 use super::{Backoff, Throttle, apply_effects, supervise};
@@ -104,7 +104,7 @@ pub(crate) async fn scheduler(inner: Arc<Inner>) {
 }
 
 /// Starts polling a trigger; the loop ends at shutdown.
-pub(crate) fn spawn_trigger(inner: &Arc<Inner>, spec: TriggerSpec) {
+pub(crate) fn spawn_trigger(inner: &Arc<Inner>, spec: EventTriggerSpec) {
     supervise(inner, "trigger", trigger_loop(Arc::clone(inner), spec));
 }
 
@@ -112,7 +112,7 @@ pub(crate) fn spawn_trigger(inner: &Arc<Inner>, spec: TriggerSpec) {
 /// execution. A poll that fails or panics is logged and polled again; a
 /// firing storage cannot record for a transient reason is retried with the
 /// same execution id, which storage records at most once.
-async fn trigger_loop(inner: Arc<Inner>, spec: TriggerSpec) {
+async fn trigger_loop(inner: Arc<Inner>, spec: EventTriggerSpec) {
     let mut throttle = Throttle::default();
     loop {
         tokio::select! {
@@ -127,8 +127,8 @@ async fn trigger_loop(inner: Arc<Inner>, spec: TriggerSpec) {
             Err(join) => Err(super::execute::panic_message(join)),
         };
         let ctx = match polled {
-            Ok(TriggerPoll::Skip) => continue,
-            Ok(TriggerPoll::Fire(ctx)) => ctx,
+            Ok(EventPoll::Skip) => continue,
+            Ok(EventPoll::Fire(ctx)) => ctx,
             Err(e) => {
                 tracing::warn!(trigger = spec.name(), "trigger poll failed (polling again later): {e}");
                 continue;

@@ -32,7 +32,7 @@ impl TestDb {
             .fallback_poll_interval(std::time::Duration::from_millis(50))
             .shutdown_grace_period(std::time::Duration::from_secs(2));
         match &self.tenant {
-            Some(t) => b.schema(t),
+            Some(t) => b.tenant(t),
             None => b,
         }
     }

@@ -98,8 +98,14 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         execs.sort_unstable();
         execs.dedup();
-        for id in self.backend.mark_started(txn, execs, now).await.map_err(|e| self.backend.classify(e))? {
-            step.execution_started(ExecutionId(id));
+        if !execs.is_empty() {
+            use sea_orm::ConnectionTrait;
+            let started = crate::claim::start_statement(txn.get_database_backend(), &execs, now);
+            let rows = txn.query_all_raw(started).await.map_err(|e| self.backend.classify(e))?;
+            for r in rows {
+                let id: uuid::Uuid = r.try_get("", "id").map_err(|e| self.backend.classify(e))?;
+                step.execution_started(ExecutionId(id));
+            }
         }
         Ok(step.finish())
     }

@@ -1,0 +1,117 @@
+use super::*;
+use crate::context::Context;
+use crate::task::{TaskError, task_fn};
+
+fn t(id: &str) -> TaskSpec {
+    TaskSpec::new(id, task_fn(|c: Context| async move { Ok::<_, TaskError>(c) }))
+}
+
+#[test]
+fn empty_workflow() {
+    assert_eq!(Workflow::builder("w").build().unwrap_err(), WorkflowError::Empty { workflow: "w".into() });
+}
+
+#[test]
+fn invalid_names_and_ids() {
+    assert!(matches!(Workflow::builder("bad name").task(t("a")).build(), Err(WorkflowError::InvalidName { .. })));
+    assert!(matches!(Workflow::builder("").task(t("a")).build(), Err(WorkflowError::InvalidName { .. })));
+    assert!(matches!(
+        Workflow::builder("w").task(t("a/b")).build(),
+        Err(WorkflowError::InvalidTaskId { id, .. }) if id == "a/b"
+    ));
+    assert!(matches!(
+        Workflow::builder("w").task(t(&"x".repeat(129))).build(),
+        Err(WorkflowError::InvalidTaskId { .. })
+    ));
+}
+
+#[test]
+fn duplicate_ids() {
+    assert_eq!(
+        Workflow::builder("w").task(t("a")).task(t("a")).build().unwrap_err(),
+        WorkflowError::DuplicateTask { workflow: "w".into(), id: "a".into() }
+    );
+}
+
+#[test]
+fn missing_dependency_suggests_nearest() {
+    let err = Workflow::builder("w").task(t("extract")).task(t("load").depends_on(["extrct"])).build().unwrap_err();
+    assert_eq!(
+        err,
+        WorkflowError::MissingDependency {
+            workflow: "w".into(),
+            task: "load".into(),
+            dependency: "extrct".into(),
+            suggestion: Some("extract".into())
+        }
+    );
+    assert!(err.to_string().contains("did you mean `extract`?"));
+    let far = Workflow::builder("w").task(t("a")).task(t("b").depends_on(["zzzzzzzz"])).build().unwrap_err();
+    assert!(matches!(far, WorkflowError::MissingDependency { suggestion: None, .. }));
+}
+
+#[test]
+fn cycle_reports_path() {
+    let err = Workflow::builder("w")
+        .task(t("a").depends_on(["c"]))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["b"]))
+        .task(t("d"))
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        err,
+        WorkflowError::Cycle { workflow: "w".into(), path: vec!["a".into(), "b".into(), "c".into(), "a".into()] }
+    );
+    let self_loop = Workflow::builder("w").task(t("a").depends_on(["a"])).build().unwrap_err();
+    assert_eq!(self_loop, WorkflowError::Cycle { workflow: "w".into(), path: vec!["a".into(), "a".into()] });
+}
+
+#[test]
+fn trigger_must_reference_dependency() {
+    let err = Workflow::builder("w")
+        .task(t("a"))
+        .task(t("b"))
+        .task(t("c").depends_on(["a"]).trigger(TriggerRule::TaskFailed("b".into())))
+        .build()
+        .unwrap_err();
+    assert_eq!(err, WorkflowError::TriggerReferencesNonDependency { task: "c".into(), referenced: "b".into() });
+}
+
+#[test]
+fn zero_timeout() {
+    assert_eq!(
+        Workflow::builder("w").task(t("a").timeout(Duration::ZERO)).build().unwrap_err(),
+        WorkflowError::ZeroTimeout { task: "a".into() }
+    );
+}
+
+#[test]
+fn topology_and_fingerprint() {
+    let build = |order: &[&str]| {
+        let mut b = Workflow::builder("diamond");
+        for id in order {
+            b = b.task(match *id {
+                "b" | "c" => t(id).depends_on(["a"]),
+                "d" => t(id).depends_on(["c", "b"]),
+                _ => t(id),
+            });
+        }
+        b.build().unwrap()
+    };
+    let w1 = build(&["a", "b", "c", "d"]);
+    let w2 = build(&["d", "c", "b", "a"]);
+    assert_eq!(w1.topological_order(), ["a", "b", "c", "d"]);
+    assert_eq!(w2.topological_order(), ["a", "b", "c", "d"]);
+    assert_eq!(w1.version(), w2.version(), "insertion order does not change the fingerprint");
+    assert_eq!(w1.roots(), ["a"]);
+    assert_eq!(w1.dependents_of("a"), ["b", "c"]);
+    let changed = Workflow::builder("diamond")
+        .task(t("a"))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["a"]))
+        .task(t("d").depends_on(["c", "b"]).retry(RetryPolicy::none()))
+        .build()
+        .unwrap();
+    assert_ne!(changed.version(), w1.version(), "policies are part of the shape");
+}
