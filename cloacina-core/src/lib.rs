@@ -42,6 +42,7 @@
 pub mod clock;
 pub mod context;
 pub mod ids;
+pub mod migrate;
 pub mod plan;
 pub mod ports;
 pub mod recovery;

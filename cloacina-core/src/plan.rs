@@ -160,6 +160,8 @@ pub struct NewExecution {
     pub id: ExecutionId,
     /// Workflow name and version.
     pub workflow: WorkflowRef,
+    /// The workflow's version label, if it has one.
+    pub label: Option<String>,
     /// Input context.
     pub input: Context,
     /// Task rows, in the workflow's topological order.
@@ -196,6 +198,7 @@ impl NewExecution {
         Self {
             id: ExecutionId::new(),
             workflow: wf.reference(),
+            label: wf.label().map(str::to_owned),
             input,
             tasks,
             finished: outcome(&states),

@@ -366,7 +366,8 @@ impl SqlBackend for PgBackend {
         let values = || sorted.iter().copied().map(sea_orm::Value::from);
         // Rows are locked in id order, so concurrent lockers never deadlock.
         let lock = format!(
-            "SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at \
+            "SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at, \
+             workflow_label \
              FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE"
         );
         let heads = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, lock, values())).await?;

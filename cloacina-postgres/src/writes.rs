@@ -31,10 +31,11 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
     format!(
         "\
 WITH ie AS (
-  INSERT INTO workflow_executions (id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at)
-  SELECT id, workflow_name, workflow_version, state, input, error, origin, created_at, updated_at, finished_at
-  FROM json_to_recordset($1::json) AS v(id uuid, workflow_name text, workflow_version text, state text, input text,
-       error text, origin text, created_at bigint, updated_at bigint, finished_at bigint)
+  INSERT INTO workflow_executions (id, workflow_name, workflow_version, workflow_label, state, input, error, origin,
+       created_at, updated_at, finished_at)
+  SELECT id, workflow_name, workflow_version, workflow_label, state, input, error, origin, created_at, updated_at, finished_at
+  FROM json_to_recordset($1::json) AS v(id uuid, workflow_name text, workflow_version text, workflow_label text,
+       state text, input text, error text, origin text, created_at bigint, updated_at bigint, finished_at bigint)
   RETURNING 1),
 it AS (
   INSERT INTO task_executions ({all}, updated_at)
@@ -103,6 +104,7 @@ pub(crate) async fn apply(
         .map(|e| {
             json!({
                 "id": e.id.0, "workflow_name": e.workflow.name, "workflow_version": e.workflow.version,
+                "workflow_label": e.label,
                 "state": e.state.as_str(), "input": e.input.to_json(), "error": storable(e.error.as_ref()),
                 "origin": storable_text(&e.origin),
                 "created_at": e.created_at.0, "updated_at": e.updated_at.0, "finished_at": e.finished_at.map(|t| t.0),

@@ -24,6 +24,7 @@ fn registration(name: &str) -> RunnerRegistration {
         name: name.to_owned(),
         incarnation: format!("{name}-1"),
         lease_ttl: Duration::from_secs(10),
+        serves: Vec::new(),
     }
 }
 

@@ -40,7 +40,10 @@ pub enum RunnerError {
         /// The names registered on this runner.
         known: Vec<String>,
     },
-    /// A second, different workflow under a name already registered.
+    /// A second, different workflow under a name already registered. No
+    /// longer returned: a runner serves several versions of a name side by
+    /// side (see `DefaultRunner::register_workflow`).
+    #[deprecated(since = "0.2.0", note = "several versions of a workflow may be registered; this is never returned")]
     #[error(
         "workflow `{name}` is already registered with a different shape (version {existing}, new {new}); \
          register changed workflows under a new name"
@@ -52,6 +55,19 @@ pub enum RunnerError {
         existing: String,
         /// The version offered.
         new: String,
+    },
+    /// A workflow version this runner does not register, or of which no
+    /// unfinished execution is stored.
+    #[error("workflow `{name}` has no version `{version}` {where_}; known: {known:?}")]
+    UnknownVersion {
+        /// The workflow.
+        name: String,
+        /// The version (fingerprint or label) asked for.
+        version: String,
+        /// Where it was looked for.
+        where_: &'static str,
+        /// The versions there (fingerprints, with labels).
+        known: Vec<String>,
     },
     /// An invalid cron schedule or trigger (expression, time zone, policy,
     /// name).

@@ -59,6 +59,7 @@ mod error;
 mod result;
 mod runner;
 mod schedules;
+mod versions;
 
 pub use config::{
     DatabaseUrl, DefaultRunnerBuilder, MAX_CONCURRENT_TASKS, MAX_CONTEXT_SIZE, MAX_INTERVAL, MAX_POOL_SIZE,
@@ -68,6 +69,7 @@ pub use error::{Result, RunnerError};
 pub use result::{EventStream, ExecutionHandle, ExecutionResult, TaskOutcome};
 pub use runner::DefaultRunner;
 
+pub use cloacina_core::migrate::{MigrationError, TaskMapping};
 pub use cloacina_core::ports::{
     DuplicateTick, EventKind, ExecutionEvent, ExecutionFilter, ExecutionRecord, OpenReport, ScheduleRecord,
     StorageError,

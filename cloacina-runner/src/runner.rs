@@ -125,6 +125,7 @@ impl DefaultRunner {
             name: config.runner_name.clone(),
             incarnation: uuid::Uuid::new_v4().simple().to_string(),
             lease_ttl: config.recovery.lease_ttl(),
+            serves: Vec::new(),
         };
         let (submit_tx, submit_rx) = mpsc::channel(SUBMIT_QUEUE);
         let (report_tx, report_rx) = mpsc::channel(config.max_concurrent_tasks.clamp(64, 4096));
@@ -155,6 +156,7 @@ impl DefaultRunner {
             events: broadcast::channel(4096).0,
             life: Lifecycle::new(),
             triggers: Mutex::new(HashSet::new()),
+            stranded: Mutex::new(std::collections::BTreeMap::new()),
             fault_hook,
         });
         let runner = Self { guard: Arc::new(DropGuard { inner: inner.clone(), engine }), inner };
@@ -188,30 +190,47 @@ impl DefaultRunner {
         Ok(runner)
     }
 
-    /// Registers a workflow on this runner (never process-wide). The same
-    /// workflow again is accepted; a different shape under a registered
-    /// name is [`RunnerError::WorkflowConflict`].
+    /// Registers a workflow on this runner (never process-wide).
     ///
-    /// The version compared is the workflow's fingerprint (task ids,
-    /// dependencies and policies); task *bodies* are code and are not part
-    /// of it: registering a workflow of the same name and version with other
-    /// bodies keeps the bodies registered first, without an error. Give a
-    /// changed workflow a new name (versions that in-flight executions
-    /// survive are planned).
+    /// What an execution's stored rows mean is fixed by its workflow's
+    /// *shape* (task ids and dependencies, [`Workflow::version`]); bodies,
+    /// retry policies, trigger rules and timeouts are *behaviour*:
+    ///
+    /// * **The same shape again** (a deploy that changed bodies or
+    ///   policies) replaces the registered definition: every unfinished
+    ///   execution of that shape, old ones included, is served with what
+    ///   is registered now. Policies apply from a task's next attempt on;
+    ///   an attempt in flight keeps the timeout it started with.
+    /// * **A different shape** under a registered name is registered
+    ///   beside it: each version serves its own executions, and the one
+    ///   registered last is *current* — new executions, schedules and
+    ///   triggers use it. During a rolling deploy, runners with the old
+    ///   version finish the old executions while new ones use the new.
+    ///
+    /// Executions of a version no live runner registers are reported (a
+    /// warning naming workflow, version and count, and
+    /// [`stranded_executions`](Self::stranded_executions)); register that
+    /// version again, cancel them, or move them with
+    /// [`migrate_executions`](Self::migrate_executions).
     pub fn register_workflow(&self, wf: Workflow) -> Result<()> {
         let mut reg = self.inner.registry.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(existing) = reg.by_name.get(wf.name()) {
-            if existing.version() == wf.version() {
-                return Ok(());
-            }
-            return Err(RunnerError::WorkflowConflict {
-                name: wf.name().to_owned(),
-                existing: existing.version().to_owned(),
-                new: wf.version().to_owned(),
-            });
-        }
         let mut set = (*reg.set).clone();
-        set.insert(wf.clone());
+        if let Some(old) = set.insert(wf.clone()) {
+            tracing::info!(
+                workflow = wf.name(),
+                version = wf.version(),
+                label = ?wf.label(),
+                previous_label = ?old.label(),
+                "workflow registered again with the same shape: its bodies and policies are replaced (from each task's next attempt)"
+            );
+        } else if reg.by_name.contains_key(wf.name()) {
+            tracing::info!(
+                workflow = wf.name(),
+                version = wf.version(),
+                label = ?wf.label(),
+                "another version of a registered workflow: both are served, new executions use this one"
+            );
+        }
         reg.set = Arc::new(set);
         reg.by_name.insert(wf.name().to_owned(), wf);
         drop(reg);
@@ -240,7 +259,7 @@ impl DefaultRunner {
     }
 
     /// Runs `f` with the storage on the engine runtime.
-    async fn storage_call<T, F, Fut>(&self, f: F) -> Result<T>
+    pub(crate) async fn storage_call<T, F, Fut>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(Arc<Inner>) -> Fut,

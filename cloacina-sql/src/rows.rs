@@ -103,6 +103,8 @@ pub struct ExecutionHead {
     pub updated_at: i64,
     /// Finished.
     pub finished_at: Option<i64>,
+    /// Version label.
+    pub workflow_label: Option<String>,
 }
 
 impl From<workflow_executions::Model> for ExecutionHead {
@@ -117,6 +119,7 @@ impl From<workflow_executions::Model> for ExecutionHead {
             created_at: m.created_at,
             updated_at: m.updated_at,
             finished_at: m.finished_at,
+            workflow_label: m.workflow_label,
         }
     }
 }
@@ -127,6 +130,7 @@ pub fn execution_record(h: &ExecutionHead, input: Option<&str>) -> Result<Execut
     Ok(ExecutionRecord {
         id: ExecutionId(h.id),
         workflow: WorkflowRef { name: h.workflow_name.clone(), version: h.workflow_version.clone() },
+        label: h.workflow_label.clone(),
         state: h.state.parse::<WorkflowState>().map_err(|e| corrupt(T, h.id, "state", e))?,
         input: match input {
             Some(text) => Context::from_json(text).map_err(|e| corrupt(T, h.id, "input", e))?,
@@ -152,6 +156,7 @@ pub fn execution_insert(e: &ExecutionRecord) -> workflow_executions::ActiveModel
         id: Set(e.id.0),
         workflow_name: Set(e.workflow.name.clone()),
         workflow_version: Set(e.workflow.version.clone()),
+        workflow_label: Set(e.label.clone()),
         state: Set(e.state.as_str().to_owned()),
         input: Set(e.input.to_json()),
         error: Set(storable(e.error.as_ref())),

@@ -238,6 +238,22 @@ impl<B: SqlBackend> Schedules for SqlStorage<B> {
 }
 
 #[async_trait]
+impl<B: SqlBackend> Versions for SqlStorage<B> {
+    async fn stranded(&self, now: Timestamp) -> StorageResult<Vec<StrandedVersion>> {
+        retrying!("stranded", self.try_stranded(now))
+    }
+    async fn migrate_executions(
+        &self,
+        from: &cloacina_core::WorkflowRef,
+        to: &cloacina_core::Workflow,
+        mapping: &cloacina_core::migrate::TaskMapping,
+        now: Timestamp,
+    ) -> StorageResult<MigrationReport> {
+        retrying!("migrate_executions", self.try_migrate(from, to, mapping, now))
+    }
+}
+
+#[async_trait]
 impl<B: SqlBackend> Storage for SqlStorage<B> {
     fn describe(&self) -> String {
         self.backend.describe()

@@ -51,6 +51,9 @@ pub enum StorageError {
     /// An invalid tenant name.
     #[error(transparent)]
     InvalidTenant(#[from] TenantNameError),
+    /// A migration of executions that was refused; nothing was changed.
+    #[error("migration refused, nothing was changed: {0}")]
+    MigrationRefused(#[from] crate::migrate::MigrationError),
     /// A database URL that cannot be used (any password is redacted).
     #[error("invalid database URL `{url}`: {reason}")]
     InvalidUrl {

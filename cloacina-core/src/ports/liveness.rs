@@ -14,6 +14,10 @@ pub struct RunnerRegistration {
     pub incarnation: String,
     /// How long liveness lasts without a heartbeat.
     pub lease_ttl: Duration,
+    /// The workflow versions the runner serves (every reference of its
+    /// [`WorkflowSet::refs`]), published with each registration and
+    /// heartbeat so executions nobody serves can be found.
+    pub serves: Vec<WorkflowRef>,
 }
 
 /// The answer to a heartbeat.

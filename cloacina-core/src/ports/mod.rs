@@ -18,6 +18,8 @@
 //! * [`Liveness`] — runner registration, heartbeats, recovery, release.
 //! * [`Control`] — cancel, pause, resume.
 //! * [`Notifications`] — wake-ups when work appears or executions end.
+//! * [`Versions`] — executions of versions no live runner serves, and
+//!   migrating them to another version.
 //! * [`Schedules`] — cron schedules and trigger firings, each creating its
 //!   execution in the same transaction as its deduplication record.
 //!
@@ -43,6 +45,7 @@ mod queue;
 mod records;
 mod schedules;
 mod store;
+mod versions;
 
 pub use control::*;
 pub use effects::*;
@@ -53,6 +56,7 @@ pub use queue::*;
 pub use records::*;
 pub use schedules::*;
 pub use store::*;
+pub use versions::*;
 
 pub use crate::plan::{NewExecution, NewTask};
 pub use crate::schedule::ScheduleRecord;
@@ -71,12 +75,12 @@ use crate::schedule::CronSchedule;
 use crate::state::{TaskState, TransitionError, WorkflowState};
 use crate::task::BoxError;
 use crate::tenant::TenantNameError;
-use crate::workflow::{WorkflowRef, WorkflowSet};
+use crate::workflow::{Workflow, WorkflowRef, WorkflowSet};
 
 /// Everything a runner needs from storage.
 #[async_trait]
 pub trait Storage:
-    ExecutionStore + TaskQueue + Liveness + Control + Notifications + Schedules + std::fmt::Debug
+    ExecutionStore + TaskQueue + Liveness + Control + Notifications + Schedules + Versions + std::fmt::Debug
 {
     /// A short name of the backend and tenant, for logs (no secrets).
     fn describe(&self) -> String;

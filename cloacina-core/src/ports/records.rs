@@ -49,6 +49,9 @@ pub struct ExecutionRecord {
     pub id: ExecutionId,
     /// Workflow name and version.
     pub workflow: WorkflowRef,
+    /// The workflow's version label when the execution was created (or
+    /// migrated), if it had one.
+    pub label: Option<String>,
     /// State.
     pub state: WorkflowState,
     /// Input context.
@@ -101,4 +104,10 @@ pub struct ExecutionFilter {
     pub created_after: Option<Timestamp>,
     /// At most this many (newest first). `None` means 100.
     pub limit: Option<usize>,
+    /// Only executions of this version: a shape fingerprint
+    /// ([`Workflow::version`](crate::Workflow::version)) or a version label.
+    pub version: Option<String>,
+    /// Only unfinished executions whose version no live runner serves
+    /// (see [`Versions::stranded`]).
+    pub stranded: bool,
 }

@@ -15,6 +15,7 @@ impl Step<'_> {
         let mut exec = ExecutionRecord {
             id: new.id,
             workflow: new.workflow,
+            label: new.label,
             state,
             input: new.input,
             error: None,

@@ -5,8 +5,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
-
 use crate::retry::RetryPolicy;
 use crate::task::Task;
 use crate::trigger::TriggerRule;
@@ -23,6 +21,16 @@ pub enum WorkflowError {
     InvalidName {
         /// The name.
         name: String,
+        /// The rule.
+        rule: &'static str,
+    },
+    /// A version label that breaks the id rule.
+    #[error("invalid version label `{label}` of workflow `{workflow}`: {rule}")]
+    InvalidLabel {
+        /// The workflow.
+        workflow: String,
+        /// The label.
+        label: String,
         /// The rule.
         rule: &'static str,
     },
@@ -212,10 +220,23 @@ impl fmt::Display for WorkflowRef {
 #[derive(Debug, Clone)]
 pub struct WorkflowBuilder {
     name: String,
+    label: Option<String>,
     tasks: Vec<TaskSpec>,
 }
 
 impl WorkflowBuilder {
+    /// A version label of your choosing (`"2026-12-01"`, `"v7"`): stored on
+    /// every execution started from this definition, shown in records and
+    /// accepted by `migrate_executions`. Labels are for people; what the
+    /// rows mean is fixed by the shape ([`Workflow::version`]), so two
+    /// definitions with the same shape serve each other's executions
+    /// whatever their labels. Same rule as names (1–128 characters of
+    /// ASCII letters, digits, `_`, `-`, `.`), checked by `build`.
+    pub fn version(mut self, label: impl Into<String>) -> Self {
+        self.label = Some(label.into());
+        self
+    }
+
     /// Adds a task.
     pub fn task(mut self, spec: TaskSpec) -> Self {
         self.tasks.push(spec);
@@ -230,6 +251,11 @@ impl WorkflowBuilder {
         let wf = self.name;
         if !id_is_valid(&wf) {
             return Err(WorkflowError::InvalidName { name: wf, rule: ID_RULE });
+        }
+        if let Some(label) = &self.label
+            && !id_is_valid(label)
+        {
+            return Err(WorkflowError::InvalidLabel { workflow: wf, label: label.clone(), rule: ID_RULE });
         }
         if self.tasks.is_empty() {
             return Err(WorkflowError::Empty { workflow: wf });
@@ -295,8 +321,20 @@ impl WorkflowBuilder {
             }
         }
         let needs_context = tasks.iter().any(|t| t.trigger.needs_context());
-        let version = fingerprint(&wf, &tasks);
-        Ok(Workflow(Arc::new(Inner { name: wf, version, tasks, index, deps, dependents, needs_context })))
+        let version = fingerprint::shape(&wf, &tasks);
+        let legacy_version = fingerprint::first_release(&wf, &tasks);
+        let label = self.label;
+        Ok(Workflow(Arc::new(Inner {
+            name: wf,
+            version,
+            legacy_version,
+            label,
+            tasks,
+            index,
+            deps,
+            dependents,
+            needs_context,
+        })))
     }
 }
 
@@ -359,31 +397,11 @@ fn topological_order(tasks: &[TaskSpec], index: &HashMap<String, usize>) -> Resu
     }
 }
 
-fn fingerprint(name: &str, tasks: &[TaskSpec]) -> String {
-    let mut sorted: Vec<&TaskSpec> = tasks.iter().collect();
-    sorted.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut h = Sha256::new();
-    h.update(format!("workflow {name}\n"));
-    for t in sorted {
-        let mut deps = t.dependencies.clone();
-        deps.sort();
-        deps.dedup();
-        h.update(format!(
-            "task {} deps=[{}] retry=[{}] trigger=[{}] timeout={}\n",
-            t.id,
-            deps.join(","),
-            t.retry,
-            t.trigger,
-            t.timeout.map(|d| d.as_millis().to_string()).unwrap_or_else(|| "none".into())
-        ));
-    }
-    let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
-}
-
 struct Inner {
     name: String,
     version: String,
+    legacy_version: String,
+    label: Option<String>,
     /// In topological order.
     tasks: Vec<TaskSpec>,
     index: HashMap<String, usize>,
@@ -418,7 +436,7 @@ impl Workflow {
     /// Starts a workflow named `name` (1–128 characters of ASCII letters,
     /// digits, `_`, `-`, `.`).
     pub fn builder(name: impl Into<String>) -> WorkflowBuilder {
-        WorkflowBuilder { name: name.into(), tasks: Vec::new() }
+        WorkflowBuilder { name: name.into(), label: None, tasks: Vec::new() }
     }
 
     /// The name.
@@ -426,12 +444,27 @@ impl Workflow {
         &self.0.name
     }
 
-    /// A stable fingerprint of the shape: ids, edges, retry policies,
-    /// trigger rules and timeouts (16 hex digits). Equal shapes have equal
-    /// versions in every process and release; it is recorded on each
-    /// execution.
+    /// The *shape* fingerprint (16 hex digits): the name, the task ids and
+    /// their dependencies — what stored rows mean. Behaviour (bodies,
+    /// retry policies, trigger rules, timeouts) is not part of it, so a
+    /// runner registering a changed behaviour under the same shape serves
+    /// every unfinished execution of it. Equal shapes have equal versions
+    /// in every process and release; it is recorded on each execution.
     pub fn version(&self) -> &str {
         &self.0.version
+    }
+
+    /// The fingerprint the first release gave this definition (it also
+    /// covered retry policies, trigger rules and timeouts). A runner
+    /// serves executions stored under it too, so upgrading the library
+    /// strands nothing whose definition did not change.
+    pub fn legacy_version(&self) -> &str {
+        &self.0.legacy_version
+    }
+
+    /// The version label given with [`WorkflowBuilder::version`], if any.
+    pub fn label(&self) -> Option<&str> {
+        self.0.label.as_deref()
     }
 
     /// Name and version.
@@ -502,63 +535,16 @@ impl fmt::Debug for Workflow {
         f.debug_struct("Workflow")
             .field("name", &self.0.name)
             .field("version", &self.0.version)
+            .field("label", &self.0.label)
             .field("tasks", &self.0.tasks)
             .finish()
     }
 }
 
-/// The workflows a runner knows, by name and version.
-#[derive(Debug, Clone, Default)]
-pub struct WorkflowSet {
-    by_ref: HashMap<WorkflowRef, Workflow>,
-}
+mod fingerprint;
+mod set;
 
-impl WorkflowSet {
-    /// An empty set.
-    pub fn new() -> Self {
-        Self::default()
-    }
-    /// Adds or replaces a workflow.
-    pub fn insert(&mut self, wf: Workflow) {
-        self.by_ref.insert(wf.reference(), wf);
-    }
-    /// The workflow with this name (a runner holds one version per name;
-    /// of several, the greatest version string).
-    pub fn by_name(&self, name: &str) -> Option<&Workflow> {
-        self.by_ref.values().filter(|w| w.name() == name).max_by(|a, b| a.version().cmp(b.version()))
-    }
-
-    /// The workflow with this name and version.
-    pub fn get(&self, r: &WorkflowRef) -> Option<&Workflow> {
-        self.by_ref.get(r)
-    }
-    /// The references, sorted.
-    pub fn refs(&self) -> Vec<WorkflowRef> {
-        let mut v: Vec<WorkflowRef> = self.by_ref.keys().cloned().collect();
-        v.sort();
-        v
-    }
-    /// Every workflow.
-    pub fn iter(&self) -> impl Iterator<Item = &Workflow> {
-        self.by_ref.values()
-    }
-    /// Number of workflows.
-    pub fn len(&self) -> usize {
-        self.by_ref.len()
-    }
-    /// Whether empty.
-    pub fn is_empty(&self) -> bool {
-        self.by_ref.is_empty()
-    }
-}
-
-impl FromIterator<Workflow> for WorkflowSet {
-    fn from_iter<T: IntoIterator<Item = Workflow>>(iter: T) -> Self {
-        let mut s = Self::new();
-        iter.into_iter().for_each(|w| s.insert(w));
-        s
-    }
-}
+pub use set::WorkflowSet;
 
 #[cfg(test)]
 mod tests;

@@ -113,5 +113,39 @@ fn topology_and_fingerprint() {
         .task(t("d").depends_on(["c", "b"]).retry(RetryPolicy::none()))
         .build()
         .unwrap();
-    assert_ne!(changed.version(), w1.version(), "policies are part of the shape");
+    assert_eq!(changed.version(), w1.version(), "policies are behaviour, not shape");
+    assert_ne!(changed.legacy_version(), w1.legacy_version(), "the first release's fingerprint covered policies");
+    let timeout = Workflow::builder("diamond")
+        .task(t("a").timeout(std::time::Duration::from_secs(3)))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["a"]))
+        .task(t("d").depends_on(["c", "b"]))
+        .build()
+        .unwrap();
+    assert_eq!(timeout.version(), w1.version(), "timeouts are behaviour");
+    let labelled = Workflow::builder("diamond")
+        .version("v9")
+        .task(t("a"))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["a"]))
+        .task(t("d").depends_on(["c", "b"]))
+        .build()
+        .unwrap();
+    assert_eq!((labelled.version(), labelled.label()), (w1.version(), Some("v9")), "labels are for people");
+    let edge = Workflow::builder("diamond")
+        .task(t("a"))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["a"]))
+        .task(t("d").depends_on(["c"]))
+        .build()
+        .unwrap();
+    assert_ne!(edge.version(), w1.version(), "a dependency is shape");
+    let renamed = build(&["a", "b", "c", "e"]);
+    assert_ne!(renamed.version(), w1.version(), "a task id is shape");
+    let other_name = Workflow::builder("diamond2").task(t("a")).build().unwrap();
+    assert_ne!(other_name.version(), Workflow::builder("diamond").task(t("a")).build().unwrap().version());
+    assert!(matches!(
+        Workflow::builder("diamond").version("bad label").task(t("a")).build(),
+        Err(WorkflowError::InvalidLabel { .. })
+    ));
 }

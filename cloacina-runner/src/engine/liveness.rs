@@ -1,10 +1,12 @@
 //! Registration, heartbeats, lease checks and recovery sweeps.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use cloacina_core::FencingToken;
 use cloacina_core::TaskExecutionId;
+use cloacina_core::WorkflowRef;
 use cloacina_core::ports::{Heartbeat, RecoveryRequest};
 
 use super::state::Inner;
@@ -41,7 +43,43 @@ async fn sweep(inner: &Arc<Inner>) -> Result<usize> {
         );
     }
     apply_effects(inner, report.effects, None);
+    report_stranded(inner).await;
     Ok(n)
+}
+
+/// Warns about unfinished executions of versions no live runner serves:
+/// once per change of each version's count, and once when it is served
+/// again.
+async fn report_stranded(inner: &Arc<Inner>) {
+    let found = match inner.storage.stranded(inner.now()).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::debug!("looking for stranded executions failed (will retry): {e}");
+            return;
+        }
+    };
+    let now: BTreeMap<(WorkflowRef, Option<String>), usize> =
+        found.into_iter().map(|s| ((s.workflow, s.label), s.executions)).collect();
+    let mut last = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
+    for ((wf, label), n) in &now {
+        if last.get(&(wf.clone(), label.clone())) != Some(n) {
+            tracing::warn!(
+                workflow = %wf.name,
+                version = %wf.version,
+                label = label.as_deref().unwrap_or(""),
+                executions = n,
+                "{n} unfinished executions of workflow `{}` version {}{} are served by no live runner: register that \
+                 version on a runner, cancel them, or move them with migrate_executions",
+                wf.name,
+                wf.version,
+                label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
+            );
+        }
+    }
+    for (wf, _) in last.keys().filter(|k| !now.contains_key(*k)) {
+        tracing::info!(workflow = %wf.name, version = %wf.version, "no stranded executions of this version any more");
+    }
+    *last = now;
 }
 
 /// A sweep every `recovery_interval`, and one at once when a workflow is

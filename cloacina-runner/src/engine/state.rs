@@ -156,6 +156,8 @@ pub(crate) struct Inner {
     /// Names of the triggers polled by this runner.
     pub(crate) triggers: Mutex<HashSet<String>>,
     pub(crate) fault_hook: Option<FaultHook>,
+    /// Stranded versions last reported (so each change is logged once).
+    pub(crate) stranded: Mutex<std::collections::BTreeMap<(WorkflowRef, Option<String>), usize>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -181,8 +183,12 @@ impl Inner {
         self.registry.read().unwrap_or_else(|e| e.into_inner()).set.get(r).cloned()
     }
 
+    /// This runner's registration, with the workflow versions it serves
+    /// now.
     pub(crate) fn registration(&self) -> RunnerRegistration {
-        self.registration.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let mut r = self.registration.read().unwrap_or_else(|e| e.into_inner()).clone();
+        r.serves = self.workflows().refs();
+        r
     }
 
     /// Marks that ready work may be waiting and wakes the writer.

@@ -15,6 +15,9 @@ pub struct Model {
     pub started_at: i64,
     pub heartbeat_at: i64,
     pub expires_at: i64,
+    /// JSON array of the `name@version` keys the runner serves.
+    #[sea_orm(column_type = "Text")]
+    pub serves: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

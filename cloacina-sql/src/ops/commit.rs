@@ -69,8 +69,7 @@ impl<B: SqlBackend> SqlStorage<B> {
         workflows: &WorkflowSet,
         now: Timestamp,
     ) -> Result<StepOutput, TxError> {
-        let by_key: HashMap<String, &Workflow> =
-            workflows.iter().map(|w| (rows::workflow_key(&w.reference()), w)).collect();
+        let by_key: HashMap<String, &Workflow> = workflows.entries().map(|(r, w)| (rows::workflow_key(r), w)).collect();
         let keys: Vec<String> = by_key.keys().cloned().collect();
         let mut step = Step::new(now, workflows, Some(req));
         if keys.is_empty() {

@@ -14,6 +14,12 @@ use crate::entities::{runners, task_executions};
 use crate::ops::snapshot::{self, Detail};
 use crate::storage::SqlStorage;
 
+/// The `serves` column: the runner's workflow keys as a JSON array.
+fn serves(reg: &RunnerRegistration) -> String {
+    let keys: Vec<String> = reg.serves.iter().map(crate::rows::workflow_key).collect();
+    serde_json::Value::from(keys).to_string()
+}
+
 impl<B: SqlBackend> SqlStorage<B> {
     pub(crate) async fn try_register(&self, reg: &RunnerRegistration, now: Timestamp) -> Result<(), TxError> {
         let err = |e| self.backend.classify(e);
@@ -26,6 +32,7 @@ impl<B: SqlBackend> SqlStorage<B> {
             started_at: Set(now.0),
             heartbeat_at: Set(now.0),
             expires_at: Set(now.plus(reg.lease_ttl).0),
+            serves: Set(serves(reg)),
         })
         .on_conflict(
             OnConflict::column(runners::Column::Id)
@@ -36,6 +43,7 @@ impl<B: SqlBackend> SqlStorage<B> {
                     runners::Column::StartedAt,
                     runners::Column::HeartbeatAt,
                     runners::Column::ExpiresAt,
+                    runners::Column::Serves,
                 ])
                 .to_owned(),
         )
@@ -53,6 +61,7 @@ impl<B: SqlBackend> SqlStorage<B> {
             .set(runners::ActiveModel {
                 heartbeat_at: Set(now.0),
                 expires_at: Set(now.plus(reg.lease_ttl).0),
+                serves: Set(serves(reg)),
                 ..Default::default()
             })
             .filter(runners::Column::Id.eq(reg.id.as_str()))

@@ -10,3 +10,4 @@ pub(crate) mod queries;
 pub(crate) mod recover;
 pub(crate) mod schedules;
 pub(crate) mod snapshot;
+pub(crate) mod versions;

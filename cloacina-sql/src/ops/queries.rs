@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use cloacina_core::ports::{ExecutionEvent, ExecutionFilter, ExecutionRecord, StorageError, TaskRecord};
 use cloacina_core::{Context, ExecutionId, WorkflowState};
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{ColumnTrait, Condition, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::backend::{SqlBackend, TxError};
 use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
@@ -120,6 +120,30 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         if let Some(t) = f.created_after {
             q = q.filter(workflow_executions::Column::CreatedAt.gte(t.0));
+        }
+        if let Some(v) = &f.version {
+            q = q.filter(
+                Condition::any()
+                    .add(workflow_executions::Column::WorkflowVersion.eq(v.as_str()))
+                    .add(workflow_executions::Column::WorkflowLabel.eq(v.as_str())),
+            );
+        }
+        if f.stranded {
+            let groups = self.try_stranded(cloacina_core::Timestamp::now()).await?;
+            if groups.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut any = Condition::any();
+            for g in &groups {
+                any = any.add(
+                    Condition::all()
+                        .add(workflow_executions::Column::WorkflowName.eq(g.workflow.name.as_str()))
+                        .add(workflow_executions::Column::WorkflowVersion.eq(g.workflow.version.as_str())),
+                );
+            }
+            q = q.filter(any).filter(
+                workflow_executions::Column::State.is_in(crate::ops::versions::UNFINISHED.iter().map(|s| s.as_str())),
+            );
         }
         let found = q
             .order_by_desc(workflow_executions::Column::CreatedAt)

@@ -25,7 +25,7 @@ impl<B: SqlBackend> SqlStorage<B> {
     ) -> Result<RecoveryReport, TxError> {
         let err = |e| self.backend.classify(e);
         let mut report = RecoveryReport::default();
-        let keys: Vec<String> = workflows.iter().map(|w| rows::workflow_key(&w.reference())).collect();
+        let keys: Vec<String> = workflows.refs().iter().map(rows::workflow_key).collect();
         let txn = self.begin().await?;
 
         // Runners whose liveness expired are dead: their next heartbeat

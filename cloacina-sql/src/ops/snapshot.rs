@@ -42,6 +42,7 @@ pub(crate) async fn load_heads<B: SqlBackend, C: ConnectionTrait>(
             E::CreatedAt,
             E::UpdatedAt,
             E::FinishedAt,
+            E::WorkflowLabel,
         ])
         .filter(E::Id.is_in(ids.iter().copied()))
         .into_model::<ExecutionHead>()

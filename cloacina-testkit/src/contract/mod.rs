@@ -9,7 +9,8 @@
 //! * `control` — abandonment, cancel, pause, release, commits that mix
 //!   writes, notifications, what storage cannot hold, and recovery racing
 //!   a live claimer;
-//! * `schedules` — cron schedules and event-trigger firings.
+//! * `schedules` — cron schedules and event-trigger firings;
+//! * `versions` — stranded executions and migrations.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -101,6 +102,7 @@ fn registration(name: &str, incarnation: &str) -> RunnerRegistration {
         name: name.to_owned(),
         incarnation: incarnation.to_owned(),
         lease_ttl: Duration::from_secs(10),
+        serves: Vec::new(),
     }
 }
 
@@ -133,10 +135,12 @@ async fn task_state(s: &dyn Storage, exec: ExecutionId, name: &str) -> TaskRecor
 mod control;
 mod lifecycle;
 mod schedules;
+mod versions;
 
 pub use control::*;
 pub use lifecycle::*;
 pub use schedules::*;
+pub use versions::*;
 
 /// Generates one `#[tokio::test]` per contract case. `$setup` is an
 /// expression of type `impl Future<Output = impl ContractTarget>`,
@@ -174,7 +178,9 @@ macro_rules! storage_contract {
             unreadable_is_empty_for_healthy_rows,
             a_duplicate_tick_skips_only_its_schedule,
             a_retried_trigger_firing_is_recorded_once,
-            recovery_never_takes_a_live_runners_claim
+            recovery_never_takes_a_live_runners_claim,
+            stranded_is_what_no_live_runner_serves,
+            a_migration_moves_rows_and_fences_late_reports
         );
     };
     (@cases $setup:expr; $($case:ident),+ $(,)?) => {

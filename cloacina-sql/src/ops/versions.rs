@@ -1,0 +1,345 @@
+//! Workflow versions: which unfinished executions no live runner serves,
+//! and migrating executions from one version to another.
+
+use std::collections::{HashMap, HashSet};
+
+use cloacina_core::migrate::{TaskMapping, plan_move};
+use cloacina_core::ports::{ExecutionEvent, MigrationReport, Notification, StorageError, StrandedVersion, TaskRecord};
+use cloacina_core::step::Writes;
+use cloacina_core::{Context, ExecutionId, TaskState, Timestamp, Workflow, WorkflowRef, WorkflowState};
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
+
+use crate::backend::{SqlBackend, TxError};
+use crate::entities::{runners, task_executions, task_outputs, workflow_executions};
+use crate::rows;
+use crate::storage::SqlStorage;
+
+/// The states of an unfinished execution.
+pub(crate) const UNFINISHED: [WorkflowState; 3] =
+    [WorkflowState::Pending, WorkflowState::Running, WorkflowState::Paused];
+
+fn unfinished() -> impl Iterator<Item = &'static str> {
+    UNFINISHED.iter().map(|s| s.as_str())
+}
+
+impl<B: SqlBackend> SqlStorage<B> {
+    /// The live runners' ids, incarnations and published `serves` lists.
+    async fn live_runners<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        now: Timestamp,
+    ) -> Result<Vec<(String, String, String)>, TxError> {
+        runners::Entity::find()
+            .select_only()
+            .columns([runners::Column::Id, runners::Column::Incarnation, runners::Column::Serves])
+            .filter(runners::Column::Status.eq("alive"))
+            .filter(runners::Column::ExpiresAt.gt(now.0))
+            .into_tuple()
+            .all(conn)
+            .await
+            .map_err(|e| self.backend.classify(e))
+    }
+
+    /// The `name@version` keys live runners serve.
+    pub(crate) async fn served_keys<C: ConnectionTrait>(
+        &self,
+        conn: &C,
+        now: Timestamp,
+    ) -> Result<HashSet<String>, TxError> {
+        let mut keys = HashSet::new();
+        for (id, _, serves) in self.live_runners(conn, now).await? {
+            let list: Vec<String> = serde_json::from_str(&serves).map_err(|e| StorageError::CorruptRow {
+                table: "runners",
+                id,
+                column: "serves",
+                problem: e.to_string(),
+            })?;
+            keys.extend(list);
+        }
+        Ok(keys)
+    }
+
+    pub(crate) async fn try_stranded(&self, now: Timestamp) -> Result<Vec<StrandedVersion>, TxError> {
+        let reader = self.backend.reader();
+        let served = self.served_keys(reader, now).await?;
+        let groups: Vec<(String, String, Option<String>, i64)> = workflow_executions::Entity::find()
+            .select_only()
+            .column(workflow_executions::Column::WorkflowName)
+            .column(workflow_executions::Column::WorkflowVersion)
+            .column(workflow_executions::Column::WorkflowLabel)
+            .column_as(workflow_executions::Column::Id.count(), "n")
+            .filter(workflow_executions::Column::State.is_in(unfinished()))
+            .group_by(workflow_executions::Column::WorkflowName)
+            .group_by(workflow_executions::Column::WorkflowVersion)
+            .group_by(workflow_executions::Column::WorkflowLabel)
+            .into_tuple()
+            .all(reader)
+            .await
+            .map_err(|e| self.backend.classify(e))?;
+        let mut out: Vec<StrandedVersion> = groups
+            .into_iter()
+            .map(|(name, version, label, n)| StrandedVersion {
+                workflow: WorkflowRef { name, version },
+                label,
+                executions: usize::try_from(n).unwrap_or(0),
+            })
+            .filter(|s| !served.contains(&rows::workflow_key(&s.workflow)))
+            .collect();
+        out.sort_by(|a, b| (&a.workflow, &a.label).cmp(&(&b.workflow, &b.label)));
+        Ok(out)
+    }
+
+    pub(crate) async fn try_migrate(
+        &self,
+        from: &WorkflowRef,
+        to: &Workflow,
+        mapping: &TaskMapping,
+        now: Timestamp,
+    ) -> Result<MigrationReport, TxError> {
+        let err = |e| self.backend.classify(e);
+        let txn = self.begin().await?;
+        let mut ids: Vec<uuid::Uuid> = workflow_executions::Entity::find()
+            .select_only()
+            .column(workflow_executions::Column::Id)
+            .filter(workflow_executions::Column::WorkflowName.eq(from.name.as_str()))
+            .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
+            .filter(workflow_executions::Column::State.is_in(unfinished()))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        ids.sort_unstable();
+        if ids.is_empty() {
+            return Ok(MigrationReport::default());
+        }
+        // Locked as a report locks them: a report of one of these tasks
+        // commits before the migration reads, or waits for it.
+        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
+        // Read again under the lock (a later statement sees every commit
+        // the lock waited for).
+        let heads: Vec<(uuid::Uuid, String, String)> = workflow_executions::Entity::find()
+            .select_only()
+            .columns([
+                workflow_executions::Column::Id,
+                workflow_executions::Column::Input,
+                workflow_executions::Column::State,
+            ])
+            .filter(workflow_executions::Column::Id.is_in(ids.iter().copied()))
+            .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
+            .filter(workflow_executions::Column::State.is_in(unfinished()))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        let ids: Vec<uuid::Uuid> = heads.iter().map(|(id, _, _)| *id).collect();
+        let task_rows = task_executions::Entity::find()
+            .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        let mut tasks: HashMap<uuid::Uuid, Vec<TaskRecord>> = HashMap::new();
+        for m in &task_rows {
+            tasks.entry(m.execution_id).or_default().push(rows::task_record(m)?);
+        }
+        let outputs: Vec<(uuid::Uuid, String, String)> = task_outputs::Entity::find()
+            .select_only()
+            .columns([task_outputs::Column::ExecutionId, task_outputs::Column::TaskName, task_outputs::Column::Context])
+            .filter(task_outputs::Column::ExecutionId.is_in(ids.iter().copied()))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        let mut outs: HashMap<uuid::Uuid, HashMap<String, Context>> = HashMap::new();
+        for (exec, name, text) in outputs {
+            let ctx = Context::from_json(&text).map_err(|e| StorageError::CorruptRow {
+                table: "task_outputs",
+                id: exec.to_string(),
+                column: "context",
+                problem: e.to_string(),
+            })?;
+            outs.entry(exec).or_default().insert(name, ctx);
+        }
+        let live: HashSet<(String, String)> =
+            self.live_runners(&txn, now).await?.into_iter().map(|(id, inc, _)| (id, inc)).collect();
+        let is_live = |t: &TaskRecord| {
+            t.lease.as_ref().is_some_and(|l| live.contains(&(l.owner.to_string(), l.incarnation.clone())))
+        };
+        // Plan every execution before writing anything.
+        let no_outputs = HashMap::new();
+        let mut plans = Vec::with_capacity(heads.len());
+        for (id, input, state) in &heads {
+            let input = Context::from_json(input).map_err(|e| StorageError::CorruptRow {
+                table: "workflow_executions",
+                id: id.to_string(),
+                column: "input",
+                problem: e.to_string(),
+            })?;
+            let old = tasks.remove(id).unwrap_or_default();
+            let mv =
+                plan_move(&id.to_string(), &old, to, mapping, is_live, &input, outs.get(id).unwrap_or(&no_outputs))
+                    .map_err(StorageError::from)?;
+            let state: WorkflowState =
+                state.parse().map_err(|e: cloacina_core::UnknownState| StorageError::CorruptRow {
+                    table: "workflow_executions",
+                    id: id.to_string(),
+                    column: "state",
+                    problem: e.to_string(),
+                })?;
+            plans.push((ExecutionId(*id), state, old, mv));
+        }
+        let key = rows::workflow_key(&to.reference());
+        let mut report = MigrationReport::default();
+        let mut events = Vec::new();
+        for (id, state, old, mv) in plans {
+            let before: HashMap<_, &TaskRecord> = old.iter().map(|t| (t.id, t)).collect();
+            if !mv.dropped.is_empty() {
+                task_outputs::Entity::delete_many()
+                    .filter(task_outputs::Column::TaskExecutionId.is_in(mv.dropped.iter().map(|t| t.0)))
+                    .exec(&txn)
+                    .await
+                    .map_err(err)?;
+                task_executions::Entity::delete_many()
+                    .filter(task_executions::Column::Id.is_in(mv.dropped.iter().map(|t| t.0)))
+                    .exec(&txn)
+                    .await
+                    .map_err(err)?;
+            }
+            for t in &mv.tasks {
+                let finished = (t.state.is_terminal() && t.before.is_none_or(|b| !b.is_terminal())).then_some(now.0);
+                let error = t.reason.as_ref().map(|r| rows::storable_text(r).into_owned());
+                let position = i32::try_from(t.position).unwrap_or(i32::MAX);
+                match before.get(&t.id) {
+                    Some(old) => {
+                        let restarted = !old.state.is_terminal();
+                        let mut q = task_executions::Entity::update_many()
+                            .col_expr(task_executions::Column::TaskName, Expr::value(t.name.clone()))
+                            .col_expr(task_executions::Column::Position, Expr::value(position))
+                            .col_expr(task_executions::Column::WorkflowKey, Expr::value(key.clone()))
+                            .col_expr(task_executions::Column::UpdatedAt, Expr::value(now.0));
+                        if restarted {
+                            q = q
+                                .col_expr(task_executions::Column::State, Expr::value(t.state.as_str()))
+                                .col_expr(task_executions::Column::ReadyAt, Expr::value(now.0))
+                                .col_expr(task_executions::Column::LeaseOwner, Expr::value(Option::<String>::None))
+                                .col_expr(
+                                    task_executions::Column::LeaseIncarnation,
+                                    Expr::value(Option::<String>::None),
+                                )
+                                .col_expr(task_executions::Column::LeaseExpiresAt, Expr::value(Option::<i64>::None))
+                                .col_expr(
+                                    task_executions::Column::FencingToken,
+                                    Expr::col(task_executions::Column::FencingToken).add(1),
+                                )
+                                .col_expr(task_executions::Column::Error, Expr::value(error.clone()))
+                                .col_expr(task_executions::Column::FinishedAt, Expr::value(finished));
+                        }
+                        let res = q
+                            .filter(task_executions::Column::Id.eq(t.id.0))
+                            .filter(task_executions::Column::State.eq(old.state.as_str()))
+                            .filter(task_executions::Column::FencingToken.eq(old.fencing_token.0))
+                            .exec(&txn)
+                            .await
+                            .map_err(err)?;
+                        if res.rows_affected != 1 {
+                            return Err(TxError::Conflict(format!("task {} changed during the migration", t.id)));
+                        }
+                        if old.state == TaskState::Completed && old.name != t.name {
+                            task_outputs::Entity::update_many()
+                                .col_expr(task_outputs::Column::TaskName, Expr::value(t.name.clone()))
+                                .filter(task_outputs::Column::TaskExecutionId.eq(t.id.0))
+                                .exec(&txn)
+                                .await
+                                .map_err(err)?;
+                        }
+                        if restarted || old.name != t.name {
+                            let detail = format!("migrated from `{}` of {from}", old.name);
+                            events.push(ExecutionEvent::task(
+                                id,
+                                &t.name,
+                                t.id,
+                                Some(old.state),
+                                t.state,
+                                Some(detail),
+                                now,
+                            ));
+                        }
+                    }
+                    None => {
+                        task_executions::Entity::insert(task_executions::ActiveModel {
+                            id: Set(t.id.0),
+                            execution_id: Set(id.0),
+                            workflow_key: Set(key.clone()),
+                            task_name: Set(t.name.clone()),
+                            position: Set(position),
+                            state: Set(t.state.as_str().to_owned()),
+                            attempt: Set(1),
+                            ready_at: Set(now.0),
+                            lease_owner: Set(None),
+                            lease_incarnation: Set(None),
+                            lease_expires_at: Set(None),
+                            fencing_token: Set(0),
+                            recovery_count: Set(0),
+                            error: Set(error),
+                            started_at: Set(None),
+                            finished_at: Set(finished),
+                            updated_at: Set(now.0),
+                        })
+                        .exec_without_returning(&txn)
+                        .await
+                        .map_err(err)?;
+                        events.push(ExecutionEvent::task(
+                            id,
+                            &t.name,
+                            t.id,
+                            None,
+                            t.state,
+                            Some("added by a migration".into()),
+                            now,
+                        ));
+                    }
+                }
+                if t.state == TaskState::Ready && t.before != Some(TaskState::Ready) {
+                    report.effects.newly_ready += 1;
+                }
+            }
+            let to_state = mv.finished.unwrap_or(state);
+            let mut q = workflow_executions::Entity::update_many()
+                .col_expr(workflow_executions::Column::WorkflowVersion, Expr::value(to.version()))
+                .col_expr(workflow_executions::Column::WorkflowLabel, Expr::value(to.label().map(str::to_owned)))
+                .col_expr(workflow_executions::Column::UpdatedAt, Expr::value(now.0));
+            if let Some(done) = mv.finished {
+                q = q
+                    .col_expr(workflow_executions::Column::State, Expr::value(done.as_str()))
+                    .col_expr(workflow_executions::Column::FinishedAt, Expr::value(Some(now.0)));
+            }
+            let res = q
+                .filter(workflow_executions::Column::Id.eq(id.0))
+                .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(err)?;
+            if res.rows_affected != 1 {
+                return Err(TxError::Conflict(format!("execution {id} changed during the migration")));
+            }
+            let label = to.label().map(|l| format!(" ({l})")).unwrap_or_default();
+            let detail = format!("migrated from {from} to {}{label}", to.reference());
+            events.push(ExecutionEvent::execution(id, Some(state), to_state, Some(detail), now));
+            report.migrated.push(id);
+        }
+        let mut notes = Vec::new();
+        if report.effects.newly_ready > 0 {
+            notes.push(Notification::TasksReady);
+        }
+        // A hint to every waiter of a migrated execution to look again (it
+        // may have finished, or its tasks changed).
+        notes.extend(report.migrated.iter().map(|id| Notification::ExecutionFinished(Some(*id))));
+        let writes = Writes { events: events.clone(), ..Writes::default() };
+        self.backend.apply_writes(&txn, &writes, &notes, now).await?;
+        txn.commit().await.map_err(err)?;
+        self.backend.notify_after_commit(&notes);
+        report.effects.events = events;
+        Ok(report)
+    }
+}
