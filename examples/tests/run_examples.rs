@@ -86,3 +86,15 @@ fn cron_fires_schedules_and_the_trigger_across_a_restart() {
     assert!(counts[0] >= 4, "the example waits for two ticks before and two after the restart: {line}");
     assert_eq!(counts[0], counts[1], "one execution per tick: {line}");
 }
+
+#[test]
+fn deploy_strands_nothing() {
+    let out = run(&mut Command::new(example("deploy")));
+    assert!(out.contains("v1 and v2 share the shape: true"), "{out}");
+    assert!(out.contains("step 1: 6 of 6 orders completed, 6 transformed by v2"), "{out}");
+    assert!(out.contains("stranded: 3 executions of orders v2"), "{out}");
+    assert!(out.contains("refused: "), "{out}");
+    assert!(out.contains("migrated 3 executions to v3"), "{out}");
+    assert_eq!(out.matches("completed extract:v2 clean:v3 enrich:v3 load:v3").count(), 3, "{out}");
+    assert!(out.contains("stranded now: 0"), "{out}");
+}
