@@ -41,6 +41,12 @@ impl WorkflowSet {
     /// version. Returns the workflow it replaced.
     pub fn insert(&mut self, wf: Workflow) -> Option<Workflow> {
         let r = wf.reference();
+        // Every reference served by this shape so far (an earlier
+        // definition's first-release fingerprint included) is served by the
+        // new definition from now on.
+        for v in self.by_ref.values_mut().filter(|v| v.name() == wf.name() && v.version() == wf.version()) {
+            *v = wf.clone();
+        }
         let legacy = WorkflowRef { name: wf.name().to_owned(), version: wf.legacy_version().to_owned() };
         if legacy != r {
             self.by_ref.insert(legacy, wf.clone());

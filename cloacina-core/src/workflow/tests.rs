@@ -149,3 +149,25 @@ fn topology_and_fingerprint() {
         Err(WorkflowError::InvalidLabel { .. })
     ));
 }
+
+/// Registering a shape again with other policies serves every reference of
+/// that shape — its first-release fingerprints included — with the new
+/// definition; another shape is added beside it and becomes current.
+#[test]
+fn a_set_serves_each_shape_with_its_latest_definition() {
+    let v1 = Workflow::builder("etl").task(t("a")).build().unwrap();
+    let v1b = Workflow::builder("etl").version("b").task(t("a").retry(RetryPolicy::none())).build().unwrap();
+    assert_eq!(v1.version(), v1b.version());
+    assert_ne!(v1.legacy_version(), v1b.legacy_version());
+    let mut set = WorkflowSet::new();
+    assert!(set.insert(v1.clone()).is_none());
+    assert!(set.insert(v1b.clone()).is_some(), "the same shape replaces");
+    let old_legacy = WorkflowRef { name: "etl".into(), version: v1.legacy_version().into() };
+    assert_eq!(set.get(&old_legacy).unwrap().label(), Some("b"), "old rows are served by the new definition");
+    let v2 = Workflow::builder("etl").task(t("a")).task(t("z").depends_on(["a"])).build().unwrap();
+    set.insert(v2.clone());
+    assert_eq!(set.by_name("etl").unwrap().version(), v2.version());
+    assert_eq!(set.len(), 2);
+    assert_eq!(set.versions("etl").iter().map(|w| w.version()).collect::<Vec<_>>(), [v2.version(), v1.version()]);
+    assert_eq!(set.refs().len(), 5, "two shapes, and three first-release fingerprints");
+}
