@@ -13,7 +13,13 @@ use sea_orm::ActiveValue::{NotSet, Set};
 
 use crate::entities::{execution_events, task_executions, task_outputs, workflow_executions};
 
-fn corrupt(table: &'static str, id: impl ToString, column: &'static str, problem: impl ToString) -> StorageError {
+/// A [`StorageError::CorruptRow`] naming the row and column.
+pub(crate) fn corrupt(
+    table: &'static str,
+    id: impl ToString,
+    column: &'static str,
+    problem: impl ToString,
+) -> StorageError {
     StorageError::CorruptRow { table, id: id.to_string(), column, problem: problem.to_string() }
 }
 

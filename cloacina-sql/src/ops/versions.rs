@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use cloacina_core::migrate::{TaskMapping, plan_move};
 use cloacina_core::ports::{ExecutionEvent, MigrationReport, Notification, StorageError, StrandedVersion, TaskRecord};
 use cloacina_core::step::Writes;
-use cloacina_core::{Context, ExecutionId, TaskState, Timestamp, Workflow, WorkflowRef, WorkflowState};
+use cloacina_core::{Context, TaskState, Timestamp, Workflow, WorkflowRef, WorkflowState};
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
@@ -50,12 +50,8 @@ impl<B: SqlBackend> SqlStorage<B> {
     ) -> Result<HashSet<String>, TxError> {
         let mut keys = HashSet::new();
         for (id, _, serves) in self.live_runners(conn, now).await? {
-            let list: Vec<String> = serde_json::from_str(&serves).map_err(|e| StorageError::CorruptRow {
-                table: "runners",
-                id,
-                column: "serves",
-                problem: e.to_string(),
-            })?;
+            let list: Vec<String> =
+                serde_json::from_str(&serves).map_err(|e| rows::corrupt("runners", id, "serves", e))?;
             keys.extend(list);
         }
         Ok(keys)
@@ -119,21 +115,17 @@ impl<B: SqlBackend> SqlStorage<B> {
         self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
         // Read again under the lock (a later statement sees every commit
         // the lock waited for).
-        let heads: Vec<(uuid::Uuid, String, String)> = workflow_executions::Entity::find()
-            .select_only()
-            .columns([
-                workflow_executions::Column::Id,
-                workflow_executions::Column::Input,
-                workflow_executions::Column::State,
-            ])
+        let heads: Vec<cloacina_core::ports::ExecutionRecord> = workflow_executions::Entity::find()
             .filter(workflow_executions::Column::Id.is_in(ids.iter().copied()))
             .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
             .filter(workflow_executions::Column::State.is_in(unfinished()))
-            .into_tuple()
             .all(&txn)
             .await
-            .map_err(err)?;
-        let ids: Vec<uuid::Uuid> = heads.iter().map(|(id, _, _)| *id).collect();
+            .map_err(err)?
+            .into_iter()
+            .map(rows::execution_from_model)
+            .collect::<Result<_, _>>()?;
+        let ids: Vec<uuid::Uuid> = heads.iter().map(|e| e.id.0).collect();
         let task_rows = task_executions::Entity::find()
             .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
             .all(&txn)
@@ -143,23 +135,15 @@ impl<B: SqlBackend> SqlStorage<B> {
         for m in &task_rows {
             tasks.entry(m.execution_id).or_default().push(rows::task_record(m)?);
         }
-        let outputs: Vec<(uuid::Uuid, String, String)> = task_outputs::Entity::find()
-            .select_only()
-            .columns([task_outputs::Column::ExecutionId, task_outputs::Column::TaskName, task_outputs::Column::Context])
+        let mut outs: HashMap<uuid::Uuid, HashMap<String, Context>> = HashMap::new();
+        for o in task_outputs::Entity::find()
             .filter(task_outputs::Column::ExecutionId.is_in(ids.iter().copied()))
-            .into_tuple()
             .all(&txn)
             .await
-            .map_err(err)?;
-        let mut outs: HashMap<uuid::Uuid, HashMap<String, Context>> = HashMap::new();
-        for (exec, name, text) in outputs {
-            let ctx = Context::from_json(&text).map_err(|e| StorageError::CorruptRow {
-                table: "task_outputs",
-                id: exec.to_string(),
-                column: "context",
-                problem: e.to_string(),
-            })?;
-            outs.entry(exec).or_default().insert(name, ctx);
+            .map_err(err)?
+        {
+            let ctx = rows::output_context(&o)?;
+            outs.entry(o.execution_id).or_default().insert(o.task_name, ctx);
         }
         let live: HashSet<(String, String)> =
             self.live_runners(&txn, now).await?.into_iter().map(|(id, inc, _)| (id, inc)).collect();
@@ -169,25 +153,13 @@ impl<B: SqlBackend> SqlStorage<B> {
         // Plan every execution before writing anything.
         let no_outputs = HashMap::new();
         let mut plans = Vec::with_capacity(heads.len());
-        for (id, input, state) in &heads {
-            let input = Context::from_json(input).map_err(|e| StorageError::CorruptRow {
-                table: "workflow_executions",
-                id: id.to_string(),
-                column: "input",
-                problem: e.to_string(),
-            })?;
+        for e in &heads {
+            let id = &e.id.0;
             let old = tasks.remove(id).unwrap_or_default();
             let mv =
-                plan_move(&id.to_string(), &old, to, mapping, is_live, &input, outs.get(id).unwrap_or(&no_outputs))
+                plan_move(&id.to_string(), &old, to, mapping, is_live, &e.input, outs.get(id).unwrap_or(&no_outputs))
                     .map_err(StorageError::from)?;
-            let state: WorkflowState =
-                state.parse().map_err(|e: cloacina_core::UnknownState| StorageError::CorruptRow {
-                    table: "workflow_executions",
-                    id: id.to_string(),
-                    column: "state",
-                    problem: e.to_string(),
-                })?;
-            plans.push((ExecutionId(*id), state, old, mv));
+            plans.push((e.id, e.state, old, mv));
         }
         let key = rows::workflow_key(&to.reference());
         let mut report = MigrationReport::default();
