@@ -163,6 +163,13 @@ async fn stranded_executions_are_reported_and_migrated(db: TestDb) {
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(listed, expected);
+    // Start-up recovery recorded the stranding on each of them.
+    let detail = cloacina_runner::core::ports::stranded_detail(&v1.reference());
+    for id in &ids {
+        let history = r.history(*id).await.unwrap();
+        let n = history.iter().filter(|e| e.detail.as_deref() == Some(detail.as_str())).count();
+        assert_eq!(n, 1, "one stranded event on {id}: {history:?}");
+    }
 
     // Nothing maps `b`: refused, nothing changed.
     let err = r.migrate_executions("etl", "1", "2", &TaskMapping::new()).await.unwrap_err();

@@ -242,6 +242,13 @@ impl<B: SqlBackend> Versions for SqlStorage<B> {
     async fn stranded(&self, now: Timestamp) -> StorageResult<Vec<StrandedVersion>> {
         retrying!("stranded", self.try_stranded(now))
     }
+    async fn record_stranded(
+        &self,
+        version: &cloacina_core::WorkflowRef,
+        now: Timestamp,
+    ) -> StorageResult<Vec<cloacina_core::ports::ExecutionEvent>> {
+        retrying!("record_stranded", self.try_record_stranded(version, now))
+    }
     async fn migrate_executions(
         &self,
         from: &cloacina_core::WorkflowRef,

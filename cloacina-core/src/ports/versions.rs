@@ -15,6 +15,11 @@ pub struct StrandedVersion {
     pub executions: usize,
 }
 
+/// The detail of the event [`Versions::record_stranded`] writes.
+pub fn stranded_detail(version: &WorkflowRef) -> String {
+    format!("stranded: no live runner serves {version}")
+}
+
 /// What a migration did.
 #[derive(Debug, Clone, Default)]
 pub struct MigrationReport {
@@ -31,6 +36,13 @@ pub trait Versions: Send + Sync {
     /// of the versions no live runner publishes (see
     /// [`RunnerRegistration::serves`]), sorted by workflow.
     async fn stranded(&self, now: Timestamp) -> StorageResult<Vec<StrandedVersion>>;
+
+    /// Records, on every unfinished execution of `version`, an execution
+    /// event (its state unchanged, detail [`stranded_detail`]) saying that
+    /// no live runner serves its version; once per execution and version,
+    /// however often and by however many runners it is called. Returns the
+    /// events written (none when every execution already has one).
+    async fn record_stranded(&self, version: &WorkflowRef, now: Timestamp) -> StorageResult<Vec<ExecutionEvent>>;
 
     /// Moves every unfinished execution of `from` to `to` with `mapping`
     /// (see [`crate::migrate`]), in one transaction: every execution is

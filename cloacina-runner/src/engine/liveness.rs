@@ -7,7 +7,7 @@ use std::time::Instant;
 use cloacina_core::FencingToken;
 use cloacina_core::TaskExecutionId;
 use cloacina_core::WorkflowRef;
-use cloacina_core::ports::{Heartbeat, RecoveryRequest};
+use cloacina_core::ports::{Effects, Heartbeat, RecoveryRequest};
 
 use super::state::Inner;
 use super::{Backoff, apply_effects};
@@ -60,6 +60,27 @@ async fn report_stranded(inner: &Arc<Inner>) {
     };
     let now: BTreeMap<(WorkflowRef, Option<String>), usize> =
         found.into_iter().map(|s| ((s.workflow, s.label), s.executions)).collect();
+    let changed: Vec<(WorkflowRef, Option<String>)> = {
+        let last = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
+        now.iter().filter(|(k, n)| last.get(*k) != Some(*n)).map(|(k, _)| k.clone()).collect()
+    };
+    // An event on each newly stranded execution (written once per
+    // execution and version, whichever runner gets there first). A
+    // version whose events could not be written is reported again at the
+    // next sweep.
+    let mut unrecorded = Vec::new();
+    for key in changed {
+        match inner.storage.record_stranded(&key.0, inner.now()).await {
+            Ok(events) if !events.is_empty() => {
+                apply_effects(inner, Effects { events, ..Effects::default() }, None);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("recording the stranded executions of {} failed (will retry): {e}", key.0);
+                unrecorded.push(key);
+            }
+        }
+    }
     let mut last = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
     for ((wf, label), n) in &now {
         if last.get(&(wf.clone(), label.clone())) != Some(n) {
@@ -80,6 +101,9 @@ async fn report_stranded(inner: &Arc<Inner>) {
         tracing::info!(workflow = %wf.name, version = %wf.version, "no stranded executions of this version any more");
     }
     *last = now;
+    for key in &unrecorded {
+        last.remove(key);
+    }
 }
 
 /// A sweep every `recovery_interval`, and one at once when a workflow is

@@ -4,7 +4,10 @@
 use std::collections::{HashMap, HashSet};
 
 use cloacina_core::migrate::{TaskMapping, plan_move};
-use cloacina_core::ports::{ExecutionEvent, MigrationReport, Notification, StorageError, StrandedVersion, TaskRecord};
+use cloacina_core::ports::{
+    EventKind, ExecutionEvent, MigrationReport, Notification, StorageError, StrandedVersion, TaskRecord,
+    stranded_detail,
+};
 use cloacina_core::step::Writes;
 use cloacina_core::{Context, TaskState, Timestamp, Workflow, WorkflowRef, WorkflowState};
 use sea_orm::ActiveValue::Set;
@@ -12,7 +15,7 @@ use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect};
 
 use crate::backend::{SqlBackend, TxError};
-use crate::entities::{runners, task_executions, task_outputs, workflow_executions};
+use crate::entities::{execution_events, runners, task_executions, task_outputs, workflow_executions};
 use crate::rows;
 use crate::storage::SqlStorage;
 
@@ -87,6 +90,89 @@ impl<B: SqlBackend> SqlStorage<B> {
         Ok(out)
     }
 
+    /// The unfinished executions of `version`, sorted and locked as a
+    /// report locks them. Their rows must be read again by a later
+    /// statement (which sees every commit the lock waited for).
+    async fn lock_unfinished(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        version: &WorkflowRef,
+    ) -> Result<Vec<uuid::Uuid>, TxError> {
+        let err = |e| self.backend.classify(e);
+        let mut ids: Vec<uuid::Uuid> = workflow_executions::Entity::find()
+            .select_only()
+            .column(workflow_executions::Column::Id)
+            .filter(workflow_executions::Column::WorkflowName.eq(version.name.as_str()))
+            .filter(workflow_executions::Column::WorkflowVersion.eq(version.version.as_str()))
+            .filter(workflow_executions::Column::State.is_in(unfinished()))
+            .into_tuple()
+            .all(txn)
+            .await
+            .map_err(err)?;
+        ids.sort_unstable();
+        if !ids.is_empty() {
+            self.backend.lock_executions(txn, &ids).await.map_err(err)?;
+        }
+        Ok(ids)
+    }
+
+    pub(crate) async fn try_record_stranded(
+        &self,
+        version: &WorkflowRef,
+        now: Timestamp,
+    ) -> Result<Vec<ExecutionEvent>, TxError> {
+        let err = |e| self.backend.classify(e);
+        let detail = stranded_detail(version);
+        let txn = self.begin().await?;
+        // Two runners recording at once are serialised by the lock, and
+        // the second sees the first one's events.
+        let ids = self.lock_unfinished(&txn, version).await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let heads: Vec<(uuid::Uuid, String)> = workflow_executions::Entity::find()
+            .select_only()
+            .column(workflow_executions::Column::Id)
+            .column(workflow_executions::Column::State)
+            .filter(workflow_executions::Column::Id.is_in(ids.iter().copied()))
+            .filter(workflow_executions::Column::WorkflowVersion.eq(version.version.as_str()))
+            .filter(workflow_executions::Column::State.is_in(unfinished()))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(err)?;
+        let recorded: HashSet<uuid::Uuid> = execution_events::Entity::find()
+            .select_only()
+            .column(execution_events::Column::ExecutionId)
+            .filter(execution_events::Column::ExecutionId.is_in(ids.iter().copied()))
+            .filter(execution_events::Column::Kind.eq(EventKind::Execution.as_str()))
+            .filter(execution_events::Column::Detail.eq(detail.as_str()))
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(err)?
+            .into_iter()
+            .collect();
+        let mut events = Vec::new();
+        for (id, state) in heads.into_iter().filter(|(id, _)| !recorded.contains(id)) {
+            let state: WorkflowState =
+                state.parse().map_err(|e| rows::corrupt("workflow_executions", id, "state", e))?;
+            events.push(ExecutionEvent::execution(
+                cloacina_core::ExecutionId(id),
+                Some(state),
+                state,
+                Some(detail.clone()),
+                now,
+            ));
+        }
+        if !events.is_empty() {
+            let writes = Writes { events: events.clone(), ..Writes::default() };
+            self.backend.apply_writes(&txn, &writes, &[], now).await?;
+        }
+        txn.commit().await.map_err(err)?;
+        Ok(events)
+    }
+
     pub(crate) async fn try_migrate(
         &self,
         from: &WorkflowRef,
@@ -96,23 +182,12 @@ impl<B: SqlBackend> SqlStorage<B> {
     ) -> Result<MigrationReport, TxError> {
         let err = |e| self.backend.classify(e);
         let txn = self.begin().await?;
-        let mut ids: Vec<uuid::Uuid> = workflow_executions::Entity::find()
-            .select_only()
-            .column(workflow_executions::Column::Id)
-            .filter(workflow_executions::Column::WorkflowName.eq(from.name.as_str()))
-            .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
-            .filter(workflow_executions::Column::State.is_in(unfinished()))
-            .into_tuple()
-            .all(&txn)
-            .await
-            .map_err(err)?;
-        ids.sort_unstable();
+        // A report of one of these tasks commits before the migration
+        // reads, or waits for it.
+        let ids = self.lock_unfinished(&txn, from).await?;
         if ids.is_empty() {
             return Ok(MigrationReport::default());
         }
-        // Locked as a report locks them: a report of one of these tasks
-        // commits before the migration reads, or waits for it.
-        self.backend.lock_executions(&txn, &ids).await.map_err(err)?;
         // Read again under the lock (a later statement sees every commit
         // the lock waited for).
         let heads: Vec<cloacina_core::ports::ExecutionRecord> = workflow_executions::Entity::find()

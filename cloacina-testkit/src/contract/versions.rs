@@ -36,6 +36,25 @@ pub async fn stranded_is_what_no_live_runner_serves(t: &dyn ContractTarget) {
     assert_eq!(found, vec![StrandedVersion { workflow: wf.reference(), label: None, executions: 1 }]);
     let filter = ExecutionFilter { version: Some(wf.version().into()), ..Default::default() };
     assert_eq!(s.list_executions(&filter).await.unwrap().iter().map(|e| e.id).collect::<Vec<_>>(), [id]);
+
+    // An event on each stranded execution, once however often recorded.
+    let detail = stranded_detail(&wf.reference());
+    let written = s.record_stranded(&wf.reference(), later).await.unwrap();
+    assert_eq!(written.len(), 1);
+    assert_eq!((written[0].execution_id, written[0].detail.as_deref()), (id, Some(detail.as_str())));
+    assert!(s.record_stranded(&wf.reference(), at(61_000)).await.unwrap().is_empty(), "recorded once");
+    let second = create(&*s, &wf, input(2), at(62_000)).await;
+    let written = s.record_stranded(&wf.reference(), at(63_000)).await.unwrap();
+    assert_eq!(written.iter().map(|e| e.execution_id).collect::<Vec<_>>(), [second], "only the new one");
+    for e in [id, second] {
+        let events = s.events(e).await.unwrap();
+        let stranded: Vec<_> = events.iter().filter(|ev| ev.detail.as_deref() == Some(detail.as_str())).collect();
+        assert_eq!(stranded.len(), 1, "one stranded event on {e}: {events:?}");
+        assert_eq!((stranded[0].kind, stranded[0].task_execution_id), (EventKind::Execution, None));
+        assert_eq!(stranded[0].from.as_deref(), Some(stranded[0].to.as_str()), "the state does not change");
+    }
+    // Another version's executions are not touched.
+    assert!(s.record_stranded(&diamond_v2().reference(), at(64_000)).await.unwrap().is_empty());
 }
 
 /// A migration refuses a task a live runner runs and a mapping that drops
