@@ -20,7 +20,8 @@
 //!
 //! Completed, failed and skipped tasks keep their state and output (no
 //! completed task runs again). The others — not started, ready (a retry's
-//! backoff included: it runs at once), or running under a dead runner —
+//! backoff included: it runs at once), or running under a dead runner
+//! (which counts as a recovery of the task) —
 //! and the new tasks no old task maps to start afresh: their dependencies
 //! are evaluated as after a report, so they become ready, skipped or wait.
 

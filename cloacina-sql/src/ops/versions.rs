@@ -279,6 +279,13 @@ impl<B: SqlBackend> SqlStorage<B> {
                                     task_executions::Column::FencingToken,
                                     Expr::col(task_executions::Column::FencingToken).add(1),
                                 )
+                                // A task running under a dead runner lost
+                                // its runner: a recovery, as a sweep counts it.
+                                .col_expr(
+                                    task_executions::Column::RecoveryCount,
+                                    Expr::col(task_executions::Column::RecoveryCount)
+                                        .add(i32::from(old.state == TaskState::Running)),
+                                )
                                 .col_expr(task_executions::Column::Error, Expr::value(error.clone()))
                                 .col_expr(task_executions::Column::FinishedAt, Expr::value(finished));
                         }

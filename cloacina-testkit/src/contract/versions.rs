@@ -59,8 +59,8 @@ pub async fn stranded_is_what_no_live_runner_serves(t: &dyn ContractTarget) {
 
 /// A migration refuses a task a live runner runs and a mapping that drops
 /// a completed task, changing nothing; otherwise it moves the rows, keeps
-/// completed outputs, restarts a dead runner's task (whose late report is
-/// then refused) and adds the new task.
+/// completed outputs, restarts a dead runner's task (counted as a recovery;
+/// its late report is then refused) and adds the new task.
 pub async fn a_migration_moves_rows_and_fences_late_reports(t: &dyn ContractTarget) {
     let s = t.storage();
     let (v1, v2) = (diamond(), diamond_v2());
@@ -96,6 +96,8 @@ pub async fn a_migration_moves_rows_and_fences_late_reports(t: &dyn ContractTarg
             ("e", TaskState::NotStarted)
         ]
     );
+    let counts: Vec<u32> = after.iter().map(|t| t.recovery_count).collect();
+    assert_eq!(counts, [0, 1, 0, 0, 0], "b lost its runner: counted as a recovery");
     assert_eq!(s.outputs(id, &[]).await.unwrap()["a"], input(10), "the completed output is kept");
     let late = s.report(vec![success(&b, input(20))], None, &set(&[&v2]), now).await.unwrap();
     assert!(late.results[0].is_err(), "the dead runner's late report is fenced out");
