@@ -19,6 +19,10 @@ use crate::entities::{execution_events, runners, task_executions, task_outputs, 
 use crate::rows;
 use crate::storage::SqlStorage;
 
+/// Ids per statement (both backends bound the parameters of one
+/// statement: SQLite to 32,766, PostgreSQL to 65,535).
+const ID_CHUNK: usize = 1000;
+
 /// The states of an unfinished execution.
 pub(crate) const UNFINISHED: [WorkflowState; 3] =
     [WorkflowState::Pending, WorkflowState::Running, WorkflowState::Paused];
@@ -110,8 +114,10 @@ impl<B: SqlBackend> SqlStorage<B> {
             .await
             .map_err(err)?;
         ids.sort_unstable();
-        if !ids.is_empty() {
-            self.backend.lock_executions(txn, &ids).await.map_err(err)?;
+        // In id order, chunk after chunk: concurrent lockers never
+        // deadlock, and no statement exceeds the bind-parameter limit.
+        for chunk in ids.chunks(ID_CHUNK) {
+            self.backend.lock_executions(txn, chunk).await.map_err(err)?;
         }
         Ok(ids)
     }
@@ -130,29 +136,35 @@ impl<B: SqlBackend> SqlStorage<B> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let heads: Vec<(uuid::Uuid, String)> = workflow_executions::Entity::find()
-            .select_only()
-            .column(workflow_executions::Column::Id)
-            .column(workflow_executions::Column::State)
-            .filter(workflow_executions::Column::Id.is_in(ids.iter().copied()))
-            .filter(workflow_executions::Column::WorkflowVersion.eq(version.version.as_str()))
-            .filter(workflow_executions::Column::State.is_in(unfinished()))
-            .into_tuple()
-            .all(&txn)
-            .await
-            .map_err(err)?;
-        let recorded: HashSet<uuid::Uuid> = execution_events::Entity::find()
-            .select_only()
-            .column(execution_events::Column::ExecutionId)
-            .filter(execution_events::Column::ExecutionId.is_in(ids.iter().copied()))
-            .filter(execution_events::Column::Kind.eq(EventKind::Execution.as_str()))
-            .filter(execution_events::Column::Detail.eq(detail.as_str()))
-            .into_tuple()
-            .all(&txn)
-            .await
-            .map_err(err)?
-            .into_iter()
-            .collect();
+        let mut heads: Vec<(uuid::Uuid, String)> = Vec::with_capacity(ids.len());
+        let mut recorded: HashSet<uuid::Uuid> = HashSet::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            heads.extend(
+                workflow_executions::Entity::find()
+                    .select_only()
+                    .column(workflow_executions::Column::Id)
+                    .column(workflow_executions::Column::State)
+                    .filter(workflow_executions::Column::Id.is_in(chunk.iter().copied()))
+                    .filter(workflow_executions::Column::WorkflowVersion.eq(version.version.as_str()))
+                    .filter(workflow_executions::Column::State.is_in(unfinished()))
+                    .into_tuple::<(uuid::Uuid, String)>()
+                    .all(&txn)
+                    .await
+                    .map_err(err)?,
+            );
+            recorded.extend(
+                execution_events::Entity::find()
+                    .select_only()
+                    .column(execution_events::Column::ExecutionId)
+                    .filter(execution_events::Column::ExecutionId.is_in(chunk.iter().copied()))
+                    .filter(execution_events::Column::Kind.eq(EventKind::Execution.as_str()))
+                    .filter(execution_events::Column::Detail.eq(detail.as_str()))
+                    .into_tuple::<uuid::Uuid>()
+                    .all(&txn)
+                    .await
+                    .map_err(err)?,
+            );
+        }
         let mut events = Vec::new();
         for (id, state) in heads.into_iter().filter(|(id, _)| !recorded.contains(id)) {
             let state: WorkflowState =
@@ -190,35 +202,37 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         // Read again under the lock (a later statement sees every commit
         // the lock waited for).
-        let heads: Vec<cloacina_core::ports::ExecutionRecord> = workflow_executions::Entity::find()
-            .filter(workflow_executions::Column::Id.is_in(ids.iter().copied()))
-            .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
-            .filter(workflow_executions::Column::State.is_in(unfinished()))
-            .all(&txn)
-            .await
-            .map_err(err)?
-            .into_iter()
-            .map(rows::execution_from_model)
-            .collect::<Result<_, _>>()?;
-        let ids: Vec<uuid::Uuid> = heads.iter().map(|e| e.id.0).collect();
-        let task_rows = task_executions::Entity::find()
-            .filter(task_executions::Column::ExecutionId.is_in(ids.iter().copied()))
-            .all(&txn)
-            .await
-            .map_err(err)?;
+        let mut heads: Vec<cloacina_core::ports::ExecutionRecord> = Vec::with_capacity(ids.len());
         let mut tasks: HashMap<uuid::Uuid, Vec<TaskRecord>> = HashMap::new();
-        for m in &task_rows {
-            tasks.entry(m.execution_id).or_default().push(rows::task_record(m)?);
-        }
         let mut outs: HashMap<uuid::Uuid, HashMap<String, Context>> = HashMap::new();
-        for o in task_outputs::Entity::find()
-            .filter(task_outputs::Column::ExecutionId.is_in(ids.iter().copied()))
-            .all(&txn)
-            .await
-            .map_err(err)?
-        {
-            let ctx = rows::output_context(&o)?;
-            outs.entry(o.execution_id).or_default().insert(o.task_name, ctx);
+        for chunk in ids.chunks(ID_CHUNK) {
+            for m in workflow_executions::Entity::find()
+                .filter(workflow_executions::Column::Id.is_in(chunk.iter().copied()))
+                .filter(workflow_executions::Column::WorkflowVersion.eq(from.version.as_str()))
+                .filter(workflow_executions::Column::State.is_in(unfinished()))
+                .all(&txn)
+                .await
+                .map_err(err)?
+            {
+                heads.push(rows::execution_from_model(m)?);
+            }
+            for m in task_executions::Entity::find()
+                .filter(task_executions::Column::ExecutionId.is_in(chunk.iter().copied()))
+                .all(&txn)
+                .await
+                .map_err(err)?
+            {
+                tasks.entry(m.execution_id).or_default().push(rows::task_record(&m)?);
+            }
+            for o in task_outputs::Entity::find()
+                .filter(task_outputs::Column::ExecutionId.is_in(chunk.iter().copied()))
+                .all(&txn)
+                .await
+                .map_err(err)?
+            {
+                let ctx = rows::output_context(&o)?;
+                outs.entry(o.execution_id).or_default().insert(o.task_name, ctx);
+            }
         }
         let live: HashSet<(String, String)> =
             self.live_runners(&txn, now).await?.into_iter().map(|(id, inc, _)| (id, inc)).collect();

@@ -180,7 +180,8 @@ macro_rules! storage_contract {
             a_retried_trigger_firing_is_recorded_once,
             recovery_never_takes_a_live_runners_claim,
             stranded_is_what_no_live_runner_serves,
-            a_migration_moves_rows_and_fences_late_reports
+            a_migration_moves_rows_and_fences_late_reports,
+            stranding_and_migration_cover_every_execution_of_a_large_backlog
         );
     };
     (@cases $setup:expr; $($case:ident),+ $(,)?) => {

@@ -116,3 +116,31 @@ pub async fn a_migration_moves_rows_and_fences_late_reports(t: &dyn ContractTarg
     assert_eq!(s.execution(id).await.unwrap().unwrap().state, WorkflowState::Completed);
     assert!(s.stranded(now).await.unwrap().iter().all(|g| g.workflow != v1.reference()));
 }
+
+/// Recording stranded executions and migrating them work through a
+/// backlog larger than one statement's share (chunked under the backends'
+/// bind-parameter limits): every execution gets its event once and is
+/// moved.
+pub async fn stranding_and_migration_cover_every_execution_of_a_large_backlog(t: &dyn ContractTarget) {
+    let s = t.storage();
+    let (v1, v2) = (diamond(), diamond_v2());
+    let n = 2_500;
+    let batch: Vec<NewExecution> = (0..n).map(|i| NewExecution::plan(&v1, input(i), "test", T0)).collect();
+    let mut ids: Vec<ExecutionId> = batch.iter().map(|e| e.id).collect();
+    s.create_executions(batch, None, &set(&[&v1]), T0).await.unwrap();
+    let written = s.record_stranded(&v1.reference(), at(1)).await.unwrap();
+    let mut recorded: Vec<ExecutionId> = written.iter().map(|e| e.execution_id).collect();
+    recorded.sort();
+    ids.sort();
+    assert_eq!(recorded, ids, "one event on each execution");
+    assert!(s.record_stranded(&v1.reference(), at(2)).await.unwrap().is_empty());
+    let report = s.migrate_executions(&v1.reference(), &v2, &TaskMapping::new(), at(3)).await.unwrap();
+    let mut moved = report.migrated.clone();
+    moved.sort();
+    assert_eq!(moved, ids, "every execution moved");
+    let filter = ExecutionFilter { version: Some(v2.version().into()), limit: Some(10_000), ..Default::default() };
+    assert_eq!(s.list_executions(&filter).await.unwrap().len(), n as usize);
+    for id in [ids[0], ids[n as usize / 2], ids[n as usize - 1]] {
+        assert_eq!(s.tasks(id).await.unwrap().len(), 5, "{id} has v2's five tasks");
+    }
+}
