@@ -6,10 +6,13 @@
 //! `SUBMITTED <n>`, `DONE` (every execution finished), `STOPPED` (after a
 //! SIGTERM and a graceful shutdown).
 //!
-//! Every runner serves every harness workflow; `--shape` says which ones it
-//! submits (`mixed`: diamond, fan-in and pipeline in turn).
+//! Every runner serves every harness workflow of its release (`--release`,
+//! default `base`: every shape; the deploy releases `v1`, `v1-tuned`, `v2`
+//! and `v1+v2` serve the DAG shapes, see [`Release`]); `--shape` says which
+//! ones it submits (`mixed`: diamond, fan-in and pipeline in turn), at the
+//! release's current version.
 //!
-//! Arguments: `--url U [--tenant T] --journal PATH [--shape diamond|single|fanin|pipeline|mixed]
+//! Arguments: `--url U [--tenant T] --journal PATH [--release R] [--shape diamond|single|fanin|pipeline|mixed]
 //! [--submit N] [--runner-id ID] [--lease-ttl-ms MS] [--heartbeat-ms MS]
 //! [--recovery-ms MS] [--concurrency N] [--work-ms MIN,MAX] [--grace-ms MS]
 //! [--no-exit]`
@@ -19,7 +22,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cloacina_harness::{Shape, workflows};
+use cloacina_harness::{Release, Shape};
 use cloacina_runner::{Context, DefaultRunner, ExecutionFilter, WorkflowState};
 
 fn say(line: &str) {
@@ -58,6 +61,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = args.get("url").ok_or("--url is required")?.clone();
     let journal = PathBuf::from(args.get("journal").ok_or("--journal is required")?);
     let shape: Shape = args.get("shape").map(String::as_str).unwrap_or("diamond").parse()?;
+    let release: Release = args.get("release").map(String::as_str).unwrap_or("base").parse()?;
     let (lo, hi) = args
         .get("work-ms")
         .and_then(|v| v.split_once(','))
@@ -71,7 +75,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .max_concurrent_tasks(arg(&args, "concurrency", 8))
         .shutdown_grace_period(Duration::from_millis(arg(&args, "grace-ms", 30_000)))
         .fallback_poll_interval(Duration::from_millis(50));
-    for wf in workflows(&journal, (lo, hi)) {
+    for wf in release.workflows(&journal, (lo, hi)) {
         b = b.workflow(wf);
     }
     if let Some(t) = args.get("tenant") {
