@@ -26,7 +26,7 @@ struct Options {
     lease_ttl_ms: u64,
 }
 
-const ALL: &[&str] = &["simple", "pipeline", "parallel", "burn", "latency", "recovery", "crash"];
+const ALL: &[&str] = &["simple", "pipeline", "parallel", "burn", "versions", "latency", "recovery", "crash"];
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let value =
@@ -256,6 +256,25 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
                         })
                         .collect()
                 }
+                "versions" => {
+                    // The same backlog spread over 1 or 10 registered
+                    // versions, beside as many ready rows of a version
+                    // nobody serves.
+                    let (queued, rounds) = if o.quick { (2_000, "3") } else { (10_000, "3") };
+                    [1usize, 10]
+                        .iter()
+                        .map(|v| {
+                            (
+                                format!("versions_{v}"),
+                                ["--workload", "versions", "--rounds", rounds]
+                                    .iter()
+                                    .map(|s| s.to_string())
+                                    .chain(["--versions".into(), v.to_string(), "--queued".into(), queued.to_string()])
+                                    .collect(),
+                            )
+                        })
+                        .collect()
+                }
                 "latency" => vec![("latency".into(), vec!["--workload".into(), "latency".into()])],
                 "recovery" => [("recovery_sigkill", "recovery"), ("recovery_graceful", "recovery-graceful")]
                     .iter()
@@ -380,6 +399,17 @@ fn report(
                 } else {
                     let rel = small.map(|s| tps / s).unwrap_or(f64::NAN);
                     (format!("≥ 80 % of burn_1000 (is {:.0} %); RSS ≤ 150 MB", rel * 100.0), rel >= 0.8 && rss <= 150.0)
+                };
+                (format!("{tps:.0} tasks/s"), format!("{:.2}", tps / r), target, met)
+            }
+            n if n.starts_with("versions_") => {
+                let tps = metric(runs, "tasks_per_s");
+                let one = results.get(&(backend.clone(), "versions_1".into())).map(|r| metric(r, "tasks_per_s"));
+                let (target, met) = if n == "versions_1" {
+                    ("baseline (1 version; as many unserved rows beside)".to_owned(), true)
+                } else {
+                    let rel = one.map(|s| tps / s).unwrap_or(f64::NAN);
+                    (format!("≥ 80 % of versions_1 (is {:.0} %)", rel * 100.0), rel >= 0.8)
                 };
                 (format!("{tps:.0} tasks/s"), format!("{:.2}", tps / r), target, met)
             }

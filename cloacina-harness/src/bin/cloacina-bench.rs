@@ -1,8 +1,8 @@
 //! One benchmark workload in one process, so its peak RSS is its own.
 //! Driven by `cargo xtask bench`; prints one JSON object on stdout.
 //!
-//! `cloacina-bench --workload simple|pipeline|parallel|burn|latency|recovery|sqlite-commits
-//!   --url URL [--workflows N] [--concurrency C] [--queued N] [--runner PATH]`
+//! `cloacina-bench --workload simple|pipeline|parallel|burn|versions|latency|recovery|sqlite-commits
+//!   --url URL [--workflows N] [--concurrency C] [--queued N] [--versions N] [--runner PATH]`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -180,26 +180,39 @@ async fn open_storage(url: &str) -> Arc<dyn Storage> {
     }
 }
 
-/// Single-task executions stored first, then drained by a runner; `rounds`
-/// times (a fresh runner each round, the clock running only while it
-/// drains), so a small backlog is measured over enough tasks.
-async fn burn(url: &str, queued: usize, rounds: usize) -> serde_json::Value {
-    let simple = workflows().remove(0);
-    let set: WorkflowSet = [simple.clone()].into_iter().collect();
+/// Stores `backlog`: so many executions of each workflow, in turn.
+async fn store(url: &str, backlog: &[(Workflow, usize)], set: &WorkflowSet) {
+    let storage = open_storage(url).await;
+    let total: usize = backlog.iter().map(|(_, n)| n).sum();
+    let mut left: Vec<usize> = backlog.iter().map(|(_, n)| *n).collect();
+    let mut stored = 0;
+    while stored < total {
+        let mut batch = Vec::with_capacity(2000);
+        while batch.len() < 2000 && stored < total {
+            for (i, (wf, _)) in backlog.iter().enumerate() {
+                if left[i] > 0 && batch.len() < 2000 {
+                    left[i] -= 1;
+                    stored += 1;
+                    batch.push(NewExecution::plan(wf, Context::new(), "bench", Timestamp::now()));
+                }
+            }
+        }
+        storage.create_executions(batch, None, set, Timestamp::now()).await.expect("enqueue");
+    }
+    storage.close().await;
+}
+
+/// Stores `backlog` (executions of each workflow, in turn), then times a
+/// fresh runner that serves `served` until every stored execution of a
+/// served version has finished; `rounds` times (the clock running only
+/// while it drains), so a small backlog is measured over enough tasks.
+async fn drain(url: &str, served: &[Workflow], backlog: &[(Workflow, usize)], rounds: usize) -> Duration {
+    let set: WorkflowSet = served.iter().chain(backlog.iter().map(|(w, _)| w)).cloned().collect();
     let mut drain = Duration::ZERO;
     for _ in 0..rounds {
-        let storage = open_storage(url).await;
-        let mut left = queued;
-        while left > 0 {
-            let n = left.min(2000);
-            let batch: Vec<NewExecution> =
-                (0..n).map(|_| NewExecution::plan(&simple, Context::new(), "bench", Timestamp::now())).collect();
-            storage.create_executions(batch, None, &set, Timestamp::now()).await.expect("enqueue");
-            left -= n;
-        }
-        storage.close().await;
-        // Start the runner without the workflow, so the clock measures the
-        // drain, not the start-up; registering it wakes the runner.
+        store(url, backlog, &set).await;
+        // Start the runner without the workflows, so the clock measures the
+        // drain, not the start-up; registering them wakes the runner.
         let r = DefaultRunner::builder()
             .database_url(url)
             .max_concurrent_tasks(64)
@@ -208,23 +221,67 @@ async fn burn(url: &str, queued: usize, rounds: usize) -> serde_json::Value {
             .await
             .expect("runner");
         let started = Instant::now();
-        r.register_workflow(simple.clone()).expect("register");
-        let unfinished = ExecutionFilter {
-            states: vec![WorkflowState::Pending, WorkflowState::Running],
-            limit: Some(1),
-            ..Default::default()
-        };
-        while !r.list_executions(unfinished.clone()).await.expect("list").is_empty() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+        for wf in served {
+            r.register_workflow(wf.clone()).expect("register");
+        }
+        for wf in served {
+            let unfinished = ExecutionFilter {
+                states: vec![WorkflowState::Pending, WorkflowState::Running],
+                version: Some(wf.version().to_owned()),
+                limit: Some(1),
+                ..Default::default()
+            };
+            while !r.list_executions(unfinished.clone()).await.expect("list").is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         }
         drain += started.elapsed();
         r.shutdown().await.expect("shutdown");
     }
-    let secs = drain.as_secs_f64();
+    drain
+}
+
+/// Single-task executions stored first, then drained by a runner.
+async fn burn(url: &str, queued: usize, rounds: usize) -> serde_json::Value {
+    let simple = workflows().remove(0);
+    let secs = drain(url, std::slice::from_ref(&simple), &[(simple.clone(), queued)], rounds).await.as_secs_f64();
     let tasks = queued * rounds;
     serde_json::json!({
         "workload": format!("burn_{queued}"), "workflows": tasks, "rounds": rounds, "seconds": secs,
         "workflows_per_s": tasks as f64 / secs, "tasks_per_s": tasks as f64 / secs, "peak_rss_kib": peak_rss_kib(),
+    })
+}
+
+/// Version `i` of a one-task workflow `versioned`: its task is `step_<i>`,
+/// so each version is a shape of its own.
+fn version_of(i: usize) -> Workflow {
+    let id = format!("step_{i}");
+    Workflow::builder("versioned")
+        .task(
+            TaskSpec::new(id, task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) }))
+                .retry(RetryPolicy::none()),
+        )
+        .build()
+        .expect("valid")
+}
+
+/// Claim cost with `versions` registered versions of one workflow: a
+/// backlog of `queued` single-task executions spread over them, beside
+/// `queued` ready executions of a version the runner does not serve (which
+/// claims must not scan), drained by one runner that registers all of
+/// them.
+async fn versions(url: &str, versions: usize, queued: usize, rounds: usize) -> serde_json::Value {
+    let served: Vec<Workflow> = (0..versions.max(1)).map(version_of).collect();
+    let unserved = version_of(versions.max(1) + 1000);
+    let share = queued / served.len();
+    // Stored once, before every round; never served.
+    store(url, &[(unserved.clone(), queued)], &[unserved].into_iter().collect()).await;
+    let backlog: Vec<(Workflow, usize)> = served.iter().map(|w| (w.clone(), share)).collect();
+    let secs = drain(url, &served, &backlog, rounds).await.as_secs_f64();
+    let tasks = share * served.len() * rounds;
+    serde_json::json!({
+        "workload": format!("versions_{versions}"), "versions": versions, "workflows": tasks, "rounds": rounds,
+        "seconds": secs, "tasks_per_s": tasks as f64 / secs, "peak_rss_kib": peak_rss_kib(),
     })
 }
 
@@ -383,6 +440,10 @@ async fn main() {
     let c = get(&a, "concurrency", 32usize);
     let out = match workload.as_str() {
         "simple" | "pipeline" | "parallel" => throughput(&url, &workload, n, c).await,
+        "versions" => {
+            let queued = get(&a, "queued", 1000usize);
+            versions(&url, get(&a, "versions", 1usize), queued, get(&a, "rounds", 10usize)).await
+        }
         "burn" => {
             let queued = get(&a, "queued", 1000usize);
             let rounds = get(&a, "rounds", if queued <= 10_000 { 10 } else { 1 });
