@@ -156,7 +156,7 @@ impl DefaultRunner {
             events: broadcast::channel(4096).0,
             life: Lifecycle::new(),
             triggers: Mutex::new(HashSet::new()),
-            stranded: Mutex::new(std::collections::BTreeMap::new()),
+            stranded: Mutex::default(),
             fault_hook,
         });
         let runner = Self { guard: Arc::new(DropGuard { inner: inner.clone(), engine }), inner };

@@ -23,11 +23,14 @@ impl DefaultRunner {
     }
 
     /// Unfinished executions of the tenant whose workflow version no live
-    /// runner serves, grouped by version. The same is logged as a warning
-    /// by every runner's recovery sweep when it changes, and
-    /// `ExecutionFilter { stranded: true, .. }` lists them.
+    /// runner serves (this one included), grouped by version. Every
+    /// runner's recovery sweep reports a version once it is stranded at two
+    /// sweeps in a row (a recovery interval apart): a warning naming the
+    /// workflow, version and count (again when the count changes), and an
+    /// event on each of its executions. `ExecutionFilter { stranded: true,
+    /// .. }` lists them.
     pub async fn stranded_executions(&self) -> Result<Vec<StrandedVersion>> {
-        self.storage_call(|inner| async move { Ok(inner.storage.stranded(inner.now()).await?) }).await
+        self.storage_call(|inner| async move { Ok(engine::liveness::stranded(&inner).await?) }).await
     }
 
     /// Moves every unfinished execution of workflow `name` at version

@@ -163,12 +163,20 @@ async fn stranded_executions_are_reported_and_migrated(db: TestDb) {
     let mut expected = ids.clone();
     expected.sort();
     assert_eq!(listed, expected);
-    // Start-up recovery recorded the stranding on each of them.
+    // Stranded at two sweeps in a row (start-up, then one recovery interval
+    // later): an event is recorded on each of them.
     let detail = cloacina_runner::core::ports::stranded_detail(&v1.reference());
+    let stranded_events = async |id: ExecutionId| {
+        let history = r.history(id).await.unwrap();
+        history.iter().filter(|e| e.detail.as_deref() == Some(detail.as_str())).count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for id in &ids {
-        let history = r.history(*id).await.unwrap();
-        let n = history.iter().filter(|e| e.detail.as_deref() == Some(detail.as_str())).count();
-        assert_eq!(n, 1, "one stranded event on {id}: {history:?}");
+        while stranded_events(*id).await == 0 {
+            assert!(std::time::Instant::now() < deadline, "no stranded event on {id}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(stranded_events(*id).await, 1, "one stranded event on {id}");
     }
 
     // Nothing maps `b`: refused, nothing changed.
@@ -209,7 +217,41 @@ async fn stranded_executions_are_reported_and_migrated(db: TestDb) {
     r.shutdown().await.unwrap();
 }
 
+/// A runner that registers the workflow just after it started (its
+/// start-up sweep saw the executions unserved) does not report them: a
+/// version is reported once stranded at two sweeps in a row, and what the
+/// runner serves is never stranded.
+async fn registering_just_after_start_strands_nothing(db: TestDb) {
+    let runs = Arc::new(AtomicUsize::new(0));
+    let held = Workflow::builder("etl")
+        .task(stuck("a"))
+        .task(mark("b", "v1", runs.clone()).depends_on(["a"]))
+        .build()
+        .unwrap();
+    let ids = leave_unfinished(&db, held, 3).await;
+    let r = db.builder().build().await.unwrap();
+    let wf = Workflow::builder("etl")
+        .task(mark("a", "v1", runs.clone()))
+        .task(mark("b", "v1", runs.clone()).depends_on(["a"]))
+        .build()
+        .unwrap();
+    r.register_workflow(wf).unwrap();
+    assert!(r.stranded_executions().await.unwrap().is_empty(), "served here, even before the next heartbeat");
+    let results = wait_all(&r, &ids).await;
+    assert!(results.iter().all(|res| res.is_success()), "{results:?}");
+    // Three recovery intervals: a confirmed stranding would have been
+    // recorded by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for id in &ids {
+        let history = r.history(*id).await.unwrap();
+        let stranded = history.iter().filter(|e| e.detail.as_deref().is_some_and(|d| d.starts_with("stranded:")));
+        assert_eq!(stranded.count(), 0, "{id} was reported stranded: {history:?}");
+    }
+    r.shutdown().await.unwrap();
+}
+
 on_both_backends!(
+    registering_just_after_start_strands_nothing,
     same_shape_new_behaviour_serves_old_executions,
     changed_shape_is_served_beside_the_old_one,
     stranded_executions_are_reported_and_migrated,

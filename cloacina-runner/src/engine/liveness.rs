@@ -7,7 +7,7 @@ use std::time::Instant;
 use cloacina_core::FencingToken;
 use cloacina_core::TaskExecutionId;
 use cloacina_core::WorkflowRef;
-use cloacina_core::ports::{Effects, Heartbeat, RecoveryRequest};
+use cloacina_core::ports::{Effects, Heartbeat, RecoveryRequest, StorageError, StrandedVersion};
 
 use super::state::Inner;
 use super::{Backoff, apply_effects};
@@ -47,29 +47,55 @@ async fn sweep(inner: &Arc<Inner>) -> Result<usize> {
     Ok(n)
 }
 
-/// Warns about unfinished executions of versions no live runner serves:
-/// once per change of each version's count, and once when it is served
-/// again.
+/// A stranded version's key: reference and label.
+pub(crate) type StrandedKey = (WorkflowRef, Option<String>);
+
+/// What the recovery sweeps know about stranded versions.
+#[derive(Debug, Default)]
+pub(crate) struct StrandedWatch {
+    /// Stranded at the previous sweep, with their counts.
+    seen: BTreeMap<StrandedKey, usize>,
+    /// Reported (warned about, events recorded), with the count reported.
+    reported: BTreeMap<StrandedKey, usize>,
+}
+
+/// The versions no live runner serves; what this runner serves is left out
+/// even before its next heartbeat publishes a workflow registered since
+/// the last one.
+pub(crate) async fn stranded(inner: &Inner) -> std::result::Result<Vec<StrandedVersion>, StorageError> {
+    let served = inner.workflows();
+    let found = inner.storage.stranded(inner.now()).await?;
+    Ok(found.into_iter().filter(|s| served.get(&s.workflow).is_none()).collect())
+}
+
+/// Reports unfinished executions of versions no live runner serves, once a
+/// version has been stranded at two sweeps in a row (a recovery interval
+/// apart: a runner that registers its workflows just after starting, or
+/// the moment of a deploy between the old runner's exit and the new one's
+/// registration, is not reported): a warning per change of its count, an
+/// event on each of its executions, and a line once it is served again.
 async fn report_stranded(inner: &Arc<Inner>) {
-    let found = match inner.storage.stranded(inner.now()).await {
+    let found = match stranded(inner).await {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!("looking for stranded executions failed (will retry): {e}");
             return;
         }
     };
-    let now: BTreeMap<(WorkflowRef, Option<String>), usize> =
-        found.into_iter().map(|s| ((s.workflow, s.label), s.executions)).collect();
-    let changed: Vec<(WorkflowRef, Option<String>)> = {
-        let last = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
-        now.iter().filter(|(k, n)| last.get(*k) != Some(*n)).map(|(k, _)| k.clone()).collect()
+    let now: BTreeMap<StrandedKey, usize> = found.into_iter().map(|s| ((s.workflow, s.label), s.executions)).collect();
+    let (confirmed, changed): (BTreeMap<StrandedKey, usize>, Vec<StrandedKey>) = {
+        let mut watch = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
+        let confirmed: BTreeMap<StrandedKey, usize> =
+            now.iter().filter(|(k, _)| watch.seen.contains_key(*k)).map(|(k, n)| (k.clone(), *n)).collect();
+        watch.seen = now;
+        let changed = confirmed.iter().filter(|(k, n)| watch.reported.get(*k) != Some(*n)).map(|(k, _)| k.clone());
+        (confirmed.clone(), changed.collect())
     };
-    // An event on each newly stranded execution (written once per
-    // execution and version, whichever runner gets there first). A
-    // version whose events could not be written is reported again at the
-    // next sweep.
+    // An event on each stranded execution (written once per execution and
+    // version, whichever runner gets there first). A version whose events
+    // could not be written is reported again at the next sweep.
     let mut unrecorded = Vec::new();
-    for key in changed {
+    for key in &changed {
         match inner.storage.record_stranded(&key.0, inner.now()).await {
             Ok(events) if !events.is_empty() => {
                 apply_effects(inner, Effects { events, ..Effects::default() }, None);
@@ -77,32 +103,31 @@ async fn report_stranded(inner: &Arc<Inner>) {
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!("recording the stranded executions of {} failed (will retry): {e}", key.0);
-                unrecorded.push(key);
+                unrecorded.push(key.clone());
             }
         }
     }
-    let mut last = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
-    for ((wf, label), n) in &now {
-        if last.get(&(wf.clone(), label.clone())) != Some(n) {
-            tracing::warn!(
-                workflow = %wf.name,
-                version = %wf.version,
-                label = label.as_deref().unwrap_or(""),
-                executions = n,
-                "{n} unfinished executions of workflow `{}` version {}{} are served by no live runner: register that \
-                 version on a runner, cancel them, or move them with migrate_executions",
-                wf.name,
-                wf.version,
-                label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
-            );
-        }
+    for key in &changed {
+        let ((wf, label), n) = (key, confirmed[key]);
+        tracing::warn!(
+            workflow = %wf.name,
+            version = %wf.version,
+            label = label.as_deref().unwrap_or(""),
+            executions = n,
+            "{n} unfinished executions of workflow `{}` version {}{} are served by no live runner: register that \
+             version on a runner, cancel them, or move them with migrate_executions",
+            wf.name,
+            wf.version,
+            label.as_ref().map(|l| format!(" ({l})")).unwrap_or_default(),
+        );
     }
-    for (wf, _) in last.keys().filter(|k| !now.contains_key(*k)) {
+    let mut watch = inner.stranded.lock().unwrap_or_else(|e| e.into_inner());
+    for (wf, _) in watch.reported.keys().filter(|k| !watch.seen.contains_key(*k)) {
         tracing::info!(workflow = %wf.name, version = %wf.version, "no stranded executions of this version any more");
     }
-    *last = now;
+    watch.reported = confirmed;
     for key in &unrecorded {
-        last.remove(key);
+        watch.reported.remove(key);
     }
 }
 

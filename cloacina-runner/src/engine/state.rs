@@ -156,8 +156,8 @@ pub(crate) struct Inner {
     /// Names of the triggers polled by this runner.
     pub(crate) triggers: Mutex<HashSet<String>>,
     pub(crate) fault_hook: Option<FaultHook>,
-    /// Stranded versions last reported (so each change is logged once).
-    pub(crate) stranded: Mutex<std::collections::BTreeMap<(WorkflowRef, Option<String>), usize>>,
+    /// Stranded versions seen and reported by the recovery sweeps.
+    pub(crate) stranded: Mutex<super::liveness::StrandedWatch>,
 }
 
 impl std::fmt::Debug for Inner {
