@@ -123,6 +123,20 @@ fn topology_and_fingerprint() {
         .build()
         .unwrap();
     assert_eq!(timeout.version(), w1.version(), "timeouts are behaviour");
+    let behaviour = Workflow::builder("diamond")
+        .task(TaskSpec::new(
+            "a",
+            task_fn(|mut c: Context| async move {
+                c.set("other", "body")?;
+                Ok::<_, TaskError>(c)
+            }),
+        ))
+        .task(t("b").depends_on(["a"]))
+        .task(t("c").depends_on(["a"]))
+        .task(t("d").depends_on(["c", "b"]).trigger(crate::trigger::TriggerRule::AllDone))
+        .build()
+        .unwrap();
+    assert_eq!(behaviour.version(), w1.version(), "bodies and trigger rules are behaviour");
     let labelled = Workflow::builder("diamond")
         .version("v9")
         .task(t("a"))
