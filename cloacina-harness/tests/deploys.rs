@@ -14,11 +14,12 @@
 //!    the old shape, new ones (submitted by the v1+v2 processes) on the new
 //!    one, and only processes that have v2 run v2 tasks.
 //! 3. **Changed shape, old version gone** — the only v1 process is
-//!    SIGKILLed mid-run; a v2 process warns about the stranded executions
-//!    (text and count asserted, per workflow), records an event on each,
-//!    and the `stranded` filter lists them; bad mappings are refused with
-//!    typed errors and change nothing; the migration moves them and the v2
-//!    process finishes them without running a completed task again.
+//!    SIGKILLed mid-run; two v2 processes each warn about the stranded
+//!    executions (text and count asserted, per workflow), one event is
+//!    recorded on each, and the `stranded` filter lists them; bad mappings
+//!    are refused with typed errors and change nothing; the migration moves
+//!    them and the v2 processes finish them without running a completed
+//!    task again.
 
 mod common;
 
@@ -125,6 +126,15 @@ enum Leases {
     TakingOver,
     /// The runner's defaults.
     Default,
+}
+
+/// Waits (up to 300 s) until no execution is unfinished.
+async fn until_all_finished(storage: &dyn Storage) {
+    until("every execution finished", Duration::from_secs(300), async || {
+        let left = unfinished(storage).await.len();
+        (left > 0).then(|| format!("{left} unfinished"))
+    })
+    .await;
 }
 
 fn args(release: &str, leases: Leases, extra: &[&str]) -> Vec<String> {
@@ -257,11 +267,7 @@ async fn both_versions_proof(target: Target) {
         r.expect_line("SUBMITTED", Duration::from_secs(60));
     }
     let total = each * 4;
-    until("every execution finished", Duration::from_secs(300), async || {
-        let left = unfinished(&*storage).await.len();
-        (left > 0).then(|| format!("{left} unfinished"))
-    })
-    .await;
+    until_all_finished(&*storage).await;
     let old_pids: HashSet<u32> = old.iter().map(|r| r.child.id()).collect();
     let new_pids: HashSet<u32> = new.iter().map(|r| r.child.id()).collect();
     for r in old.iter_mut().chain(new.iter_mut()) {
@@ -337,12 +343,18 @@ async fn old_version_gone_proof(target: Target) {
     .await;
     old.sigkill();
 
-    let mut v2_runner =
-        spawn(&target, &args("v2", Leases::TakingOver, &["--concurrency", "4", "--work-ms", "1,5", "--no-exit"]));
-    v2_runner.expect_line("READY", Duration::from_secs(60));
-    // Once v1's liveness lapses (1 s), the v2 runner's sweep warns, per
+    // Two v2 processes: both find the stranded executions and record
+    // them; each execution still gets one event.
+    let v2_args = args("v2", Leases::TakingOver, &["--concurrency", "4", "--work-ms", "1,5", "--no-exit"]);
+    let mut v2_runners: Vec<Runner> = (0..2).map(|_| spawn(&target, &v2_args)).collect();
+    for r in &mut v2_runners {
+        r.expect_line("READY", Duration::from_secs(60));
+    }
+    // Once v1's liveness lapses (1 s), each v2 runner's sweep warns, per
     // workflow, with the count.
-    v2_runner.expect_log("are served by no live runner", Duration::from_secs(30));
+    for r in &mut v2_runners {
+        r.expect_log("are served by no live runner", Duration::from_secs(30));
+    }
     let stranded = storage.stranded(Timestamp::now()).await.unwrap();
     let open = unfinished(&*storage).await;
     assert_eq!(stranded.len(), 3, "{stranded:?}");
@@ -350,16 +362,16 @@ async fn old_version_gone_proof(target: Target) {
     for s in &stranded {
         let wf = v1.iter().find(|w| w.name() == s.workflow.name).unwrap();
         assert_eq!((&s.workflow, s.label.as_deref()), (&wf.reference(), Some("1")));
-        v2_runner.expect_log(
-            &format!(
-                "{} unfinished executions of workflow `{}` version {} (1) are served by no live runner: register that \
+        let warning = format!(
+            "{} unfinished executions of workflow `{}` version {} (1) are served by no live runner: register that \
                  version on a runner, cancel them, or move them with migrate_executions",
-                s.executions,
-                wf.name(),
-                wf.version()
-            ),
-            Duration::from_secs(5),
+            s.executions,
+            wf.name(),
+            wf.version()
         );
+        for r in &mut v2_runners {
+            r.expect_log(&warning, Duration::from_secs(5));
+        }
     }
     let listed = storage
         .list_executions(&ExecutionFilter { stranded: true, limit: Some(10_000), ..Default::default() })
@@ -430,14 +442,12 @@ async fn old_version_gone_proof(target: Target) {
     operator.shutdown().await.unwrap();
     assert!(storage.stranded(Timestamp::now()).await.unwrap().is_empty());
 
-    until("every execution finished", Duration::from_secs(300), async || {
-        let left = unfinished(&*storage).await.len();
-        (left > 0).then(|| format!("{left} unfinished"))
-    })
-    .await;
-    v2_runner.sigterm();
-    v2_runner.expect_line("STOPPED", Duration::from_secs(30));
-    v2_runner.wait_exit(Duration::from_secs(10));
+    until_all_finished(&*storage).await;
+    for r in &mut v2_runners {
+        r.sigterm();
+        r.expect_line("STOPPED", Duration::from_secs(30));
+        r.wait_exit(Duration::from_secs(10));
+    }
 
     let v = verify(&*storage, &journal, n, 1).await;
     let v2: Vec<Workflow> = Release::V2.workflows(&journal, (0, 0));
