@@ -56,8 +56,12 @@ pub mod tenant;
 pub mod trigger;
 pub mod workflow;
 
+#[doc(hidden)]
+#[path = "macro_support.rs"]
+pub mod __macro_support;
+
 pub use clock::{Clock, FixedRandom, ManualClock, RandomSource, SeededRandom, SystemClock};
-pub use context::{Context, ContextError};
+pub use context::{Context, ContextError, Key};
 pub use ids::{ExecutionId, FencingToken, InvalidRunnerId, RunnerId, TaskExecutionId, Timestamp};
 pub use recovery::{OwnerStatus, RecoveryDecision, RecoveryPolicy, RecoveryPolicyError};
 pub use redact::redact_url;
@@ -69,5 +73,5 @@ pub use task::{
     BoxError, Cancellation, ErrorClass, Task, TaskError, TaskResultExt, TaskRun, task_fn, task_fn_with_run,
 };
 pub use tenant::{TenantName, TenantNameError};
-pub use trigger::{DependencyOutcome, TriggerDecision, TriggerRule, ValueCondition};
-pub use workflow::{TaskSpec, Workflow, WorkflowBuilder, WorkflowError, WorkflowRef, WorkflowSet};
+pub use trigger::{DependencyOutcome, TriggerDecision, TriggerRule, TriggerRuleError, ValueCondition};
+pub use workflow::{BehaviourChanges, TaskSpec, Workflow, WorkflowBuilder, WorkflowError, WorkflowRef, WorkflowSet};

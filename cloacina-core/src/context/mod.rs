@@ -28,7 +28,10 @@
 //! [`Context::MAX_DEPTH`] levels deep (a deeper value could be stored but
 //! not read back).
 
+mod key;
 mod probe;
+
+pub use key::{Key, ReadKey, WriteKey};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,9 +142,19 @@ impl Context {
     }
 
     /// Adds a new key. Fails with [`ContextError::KeyExists`] if the key is
-    /// already present (the existing value is kept).
-    pub fn insert<T: Serialize>(&mut self, key: impl Into<String>, value: T) -> Result<(), ContextError> {
-        let key = key.into();
+    /// already present (the existing value is kept). `key` is a string or
+    /// a typed [`Key`].
+    ///
+    /// `insert` is for a key that must be new: it fails when the key is
+    /// already in the task's input — written by an upstream task, or given
+    /// in the execution's input (an input built from an earlier result, a
+    /// cron or trigger context that grew a key). A retry or recovery runs
+    /// the task on its input again, so what decides is the input, not the
+    /// earlier attempt. To write a key whatever is already there, use
+    /// [`set`](Self::set), which cannot fail for that reason; the examples
+    /// use `set`.
+    pub fn insert<K: WriteKey<V>, V: Serialize>(&mut self, key: K, value: V) -> Result<(), ContextError> {
+        let key = key.into_name();
         if self.data.contains_key(&key) {
             return Err(ContextError::KeyExists { key });
         }
@@ -152,8 +165,8 @@ impl Context {
 
     /// Replaces the value of an existing key. Fails with
     /// [`ContextError::KeyNotFound`] if the key is absent.
-    pub fn update<T: Serialize>(&mut self, key: impl Into<String>, value: T) -> Result<(), ContextError> {
-        let key = key.into();
+    pub fn update<K: WriteKey<V>, V: Serialize>(&mut self, key: K, value: V) -> Result<(), ContextError> {
+        let key = key.into_name();
         if !self.data.contains_key(&key) {
             return Err(ContextError::KeyNotFound { key });
         }
@@ -162,16 +175,30 @@ impl Context {
         Ok(())
     }
 
-    /// Inserts or replaces a key; returns the previous value, if any.
-    pub fn set<T: Serialize>(&mut self, key: impl Into<String>, value: T) -> Result<Option<Value>, ContextError> {
-        let key = key.into();
+    /// Inserts or replaces a key; returns the previous value, if any. It
+    /// fails only for a value that is not JSON (see the [module
+    /// docs](self)), never because of what the context already holds.
+    pub fn set<K: WriteKey<V>, V: Serialize>(&mut self, key: K, value: V) -> Result<Option<Value>, ContextError> {
+        let key = key.into_name();
         let value = Self::to_value(&key, value)?;
         Ok(self.data.insert(key, value))
     }
 
-    /// The raw JSON value of a key.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.data.get(key)
+    /// Reads a key. With a string key: its raw JSON value, if present.
+    /// With a typed [`Key<T>`]: the value as a `T`, or
+    /// [`ContextError::KeyNotFound`] / [`ContextError::TypeMismatch`].
+    ///
+    /// ```
+    /// use cloacina_core::context::{Context, Key};
+    /// const TOTAL: Key<u64> = Key::new("total");
+    /// let mut ctx = Context::new();
+    /// ctx.set(TOTAL, 42)?;
+    /// assert_eq!(ctx.get(TOTAL)?, 42);
+    /// assert_eq!(ctx.get("total"), Some(&serde_json::json!(42)));
+    /// # Ok::<(), cloacina_core::ContextError>(())
+    /// ```
+    pub fn get<'c, K: ReadKey<'c>>(&'c self, key: K) -> K::Output {
+        key.read(self)
     }
 
     /// The value of a key, deserialized into `T`.
@@ -188,13 +215,13 @@ impl Context {
     }
 
     /// Removes a key and returns its value.
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
-        self.data.remove(key)
+    pub fn remove(&mut self, key: impl AsRef<str>) -> Option<Value> {
+        self.data.remove(key.as_ref())
     }
 
     /// Whether the key is present.
-    pub fn contains_key(&self, key: &str) -> bool {
-        self.data.contains_key(key)
+    pub fn contains_key(&self, key: impl AsRef<str>) -> bool {
+        self.data.contains_key(key.as_ref())
     }
 
     /// The keys, in order.

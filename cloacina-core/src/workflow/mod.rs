@@ -121,6 +121,7 @@ pub struct TaskSpec {
     retry: RetryPolicy,
     trigger: TriggerRule,
     timeout: Option<Duration>,
+    code: Option<String>,
     body: Arc<dyn Task>,
 }
 
@@ -135,6 +136,7 @@ impl TaskSpec {
             retry: RetryPolicy::default(),
             trigger: TriggerRule::default(),
             timeout: None,
+            code: None,
             body,
         }
     }
@@ -163,6 +165,15 @@ impl TaskSpec {
         self.timeout = Some(d);
         self
     }
+    /// A fingerprint of the body's code, so two definitions can tell a
+    /// changed body from changed policies
+    /// ([`Workflow::behaviour_changes`]). `#[task]` sets it from the
+    /// function's tokens; a closure has none. It is behaviour, not shape:
+    /// it never changes [`Workflow::version`].
+    pub fn code_fingerprint(mut self, fingerprint: impl Into<String>) -> Self {
+        self.code = Some(fingerprint.into());
+        self
+    }
     /// The id.
     pub fn id(&self) -> &str {
         &self.id
@@ -183,6 +194,10 @@ impl TaskSpec {
     pub fn timeout_duration(&self) -> Option<Duration> {
         self.timeout
     }
+    /// The body's code fingerprint, if it has one.
+    pub fn code(&self) -> Option<&str> {
+        self.code.as_deref()
+    }
     /// The body.
     pub fn body(&self) -> &Arc<dyn Task> {
         &self.body
@@ -197,6 +212,7 @@ impl fmt::Debug for TaskSpec {
             .field("retry", &self.retry.to_string())
             .field("trigger", &self.trigger.to_string())
             .field("timeout", &self.timeout)
+            .field("code", &self.code)
             .finish_non_exhaustive()
     }
 }
@@ -527,6 +543,64 @@ impl Workflow {
     /// Whether any trigger rule reads the context.
     pub fn needs_context(&self) -> bool {
         self.0.needs_context
+    }
+
+    /// What changed in behaviour from `earlier`, task by task: bodies (by
+    /// [code fingerprint](TaskSpec::code_fingerprint)) and policies (retry
+    /// policy, trigger rule, timeout). Tasks only one of the two has are
+    /// left out; compare [`version`](Self::version) for the shape.
+    ///
+    /// ```
+    /// use cloacina_core::{task_fn, Context, RetryPolicy, TaskError, TaskSpec, Workflow};
+    /// let noop = || task_fn(|ctx: Context| async move { Ok::<_, TaskError>(ctx) });
+    /// let v1 = Workflow::builder("etl")
+    ///     .task(TaskSpec::new("extract", noop()).code_fingerprint("a1"))
+    ///     .task(TaskSpec::new("load", noop()).code_fingerprint("b1").depends_on(["extract"]))
+    ///     .build()?;
+    /// let v1_1 = Workflow::builder("etl")
+    ///     .task(TaskSpec::new("extract", noop()).code_fingerprint("a2"))
+    ///     .task(TaskSpec::new("load", noop()).code_fingerprint("b1").depends_on(["extract"]).retry(RetryPolicy::none()))
+    ///     .build()?;
+    /// let changes = v1_1.behaviour_changes(&v1);
+    /// assert_eq!(changes.bodies, ["extract"]);
+    /// assert_eq!(changes.policies, ["load"]);
+    /// assert!(changes.unknown_bodies.is_empty());
+    /// # Ok::<(), cloacina_core::WorkflowError>(())
+    /// ```
+    pub fn behaviour_changes(&self, earlier: &Workflow) -> BehaviourChanges {
+        let mut out = BehaviourChanges::default();
+        for t in self.tasks() {
+            let Some(old) = earlier.task(t.id()) else { continue };
+            match (t.code(), old.code()) {
+                (Some(a), Some(b)) if a != b => out.bodies.push(t.id.clone()),
+                (Some(_), Some(_)) => {}
+                _ => out.unknown_bodies.push(t.id.clone()),
+            }
+            if t.retry != old.retry || t.trigger != old.trigger || t.timeout != old.timeout {
+                out.policies.push(t.id.clone());
+            }
+        }
+        out
+    }
+}
+
+/// How two definitions of a workflow differ in behaviour
+/// ([`Workflow::behaviour_changes`]); task ids in topological order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BehaviourChanges {
+    /// Tasks whose body code changed.
+    pub bodies: Vec<String>,
+    /// Tasks whose retry policy, trigger rule or timeout changed.
+    pub policies: Vec<String>,
+    /// Tasks of which one definition or both have no code fingerprint (a
+    /// closure), so a body change cannot be told.
+    pub unknown_bodies: Vec<String>,
+}
+
+impl BehaviourChanges {
+    /// Whether nothing is known to have changed.
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty() && self.policies.is_empty()
     }
 }
 

@@ -9,6 +9,10 @@
 
 use std::fmt;
 
+mod parse;
+
+pub use parse::TriggerRuleError;
+
 use serde_json::Value;
 
 use crate::context::Context;
