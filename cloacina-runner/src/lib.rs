@@ -80,14 +80,22 @@ pub use cloacina_core::schedule::{CatchUp, CronSchedule, EventPoll, EventTrigger
 #[allow(deprecated)]
 pub use cloacina_core::schedule::{Trigger, TriggerPoll, TriggerSpec};
 pub use cloacina_core::{
-    Backoff, Cancellation, Context, ContextError, ErrorClass, ExecutionId, RetryCondition, RetryPolicy,
-    RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
+    Backoff, BehaviourChanges, Cancellation, Context, ContextError, ErrorClass, ExecutionId, Key, RetryCondition,
+    RetryPolicy, RetryPolicyError, RunnerId, Task, TaskError, TaskResultExt, TaskRun, TaskSpec, TaskState, TenantName,
     TenantNameError, Timestamp, TriggerRule, ValueCondition, Workflow, WorkflowBuilder, WorkflowError, WorkflowState,
     redact_url, task_fn, task_fn_with_run,
 };
 
 /// For implementing [`EventTrigger`] (and [`Task`]) on your own types.
 pub use async_trait::async_trait;
+
+/// `#[task]` and `#[workflow]`: tasks from `async fn`s, workflows whose DAG
+/// is checked at compile time (see the `cloacina-macros` crate).
+pub use cloacina_macros::{task, workflow};
+
+/// What the macros' generated code calls; not a public API.
+#[doc(hidden)]
+pub use cloacina_core::__macro_support;
 
 /// The pure domain crate, for what is not re-exported above.
 pub use cloacina_core as core;

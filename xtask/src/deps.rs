@@ -86,7 +86,8 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("cloacina-sql", &["cloacina-core"]),
     ("cloacina-sqlite", &["cloacina-core", "cloacina-sql"]),
     ("cloacina-postgres", &["cloacina-core", "cloacina-sql"]),
-    ("cloacina-runner", &["cloacina-core", "cloacina-sqlite", "cloacina-postgres"]),
+    ("cloacina-macros", &["cloacina-core"]),
+    ("cloacina-runner", &["cloacina-core", "cloacina-macros", "cloacina-sqlite", "cloacina-postgres"]),
     ("cloacina-testkit", &["cloacina-core"]),
     (
         "cloacina-harness",
