@@ -197,20 +197,20 @@ impl std::fmt::Debug for DefaultRunnerBuilder {
 impl DefaultRunnerBuilder {
     /// **Required.** `sqlite://path/file.db`, `sqlite::memory:`, or
     /// `postgres://user:password@host:port/database`.
-    pub fn database_url(mut self, url: &str) -> Self {
-        self.database_url = Some(DatabaseUrl::new(url));
+    pub fn database_url(mut self, url: impl AsRef<str>) -> Self {
+        self.database_url = Some(DatabaseUrl::new(url.as_ref()));
         self
     }
     /// The tenant: a PostgreSQL schema, or a SQLite file next to the base
     /// file. Default: none (`public` / the base file). Names: letters,
     /// digits and underscores, see [`TenantName`].
-    pub fn tenant(mut self, tenant: &str) -> Self {
-        self.tenant = Some(tenant.to_owned());
+    pub fn tenant(mut self, tenant: impl AsRef<str>) -> Self {
+        self.tenant = Some(tenant.as_ref().to_owned());
         self
     }
     /// The same as [`tenant`](Self::tenant): the name this setting had in
     /// the first release, kept for code written against it.
-    pub fn schema(self, tenant: &str) -> Self {
+    pub fn schema(self, tenant: impl AsRef<str>) -> Self {
         self.tenant(tenant)
     }
     /// Whether the runner recovers interrupted work: at start-up (before
@@ -271,14 +271,14 @@ impl DefaultRunnerBuilder {
     /// restarts with the same id takes back its previous leases at once
     /// instead of waiting for them to expire. Run at most one process per
     /// id. Default: a random id per process.
-    pub fn runner_id(mut self, id: &str) -> Self {
-        self.runner_id = Some(id.to_owned());
+    pub fn runner_id(mut self, id: impl AsRef<str>) -> Self {
+        self.runner_id = Some(id.as_ref().to_owned());
         self
     }
     /// A human-readable name for logs and the liveness table. Default
     /// `cloacina-<pid>`.
-    pub fn runner_name(mut self, name: &str) -> Self {
-        self.runner_name = Some(name.to_owned());
+    pub fn runner_name(mut self, name: impl AsRef<str>) -> Self {
+        self.runner_name = Some(name.as_ref().to_owned());
         self
     }
     /// The largest context (serialized JSON bytes) an execution may be

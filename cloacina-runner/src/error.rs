@@ -2,7 +2,7 @@
 
 use cloacina_core::ports::StorageError;
 use cloacina_core::schedule::ScheduleError;
-use cloacina_core::{ContextError, ExecutionId, TaskExecutionId, TenantNameError, WorkflowError};
+use cloacina_core::{ContextError, ExecutionId, TaskExecutionId, TenantNameError, WorkflowError, WorkflowState};
 
 /// Why a runner call failed. A workflow that *ran* and failed is not an
 /// error: [`execute`](crate::DefaultRunner::execute) returns its result
@@ -90,6 +90,20 @@ pub enum RunnerError {
     ExecutionNotFound {
         /// The id.
         id: ExecutionId,
+    },
+    /// A cancel, pause or resume of an execution in a state it does not
+    /// apply to (resuming a completed execution, pausing a paused one).
+    /// Nothing was changed.
+    #[error("cannot {action} execution {id}: it is {state}; {allowed}")]
+    InvalidState {
+        /// The execution.
+        id: ExecutionId,
+        /// What was asked: `cancel`, `pause` or `resume`.
+        action: &'static str,
+        /// The state it is in.
+        state: WorkflowState,
+        /// Which states the call applies to.
+        allowed: &'static str,
     },
     /// The runner was shut down.
     #[error("the runner has been shut down")]

@@ -3,11 +3,15 @@
 //! come from storage or from the transaction that finished the execution).
 
 use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use cloacina_core::ports::{ExecutionEvent, ExecutionRecord, FinishedSnapshot, TaskRecord};
 use cloacina_core::{Context, ExecutionId, TaskState, Timestamp, Workflow, WorkflowState, plan};
 use tokio::sync::broadcast;
+use tokio_util::sync::ReusableBoxFuture;
 
 use crate::engine::state::Inner;
 use crate::error::{Result, RunnerError};
@@ -65,7 +69,19 @@ impl ExecutionResult {
     }
 }
 
-/// A started execution.
+/// A started execution. Awaiting it waits for its result
+/// (`handle.await` is [`wait`](Self::wait)).
+///
+/// ```no_run
+/// # async fn demo(runner: cloacina_runner::DefaultRunner) -> Result<(), cloacina_runner::RunnerError> {
+/// use cloacina_runner::Context;
+/// let handle = runner.execute_async("etl", Context::new()).await?;
+/// handle.pause().await?;
+/// handle.resume().await?;
+/// let result = handle.await?;
+/// println!("{}: {}", result.id, result.status);
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct ExecutionHandle {
     pub(crate) id: ExecutionId,
@@ -90,9 +106,21 @@ impl ExecutionHandle {
     pub async fn wait_timeout(&self, d: Duration) -> Result<ExecutionResult> {
         self.runner.wait_for(self.id, Some(d)).await
     }
-    /// Cancels it.
+    /// Cancels it (see [`DefaultRunner::cancel`]).
     pub async fn cancel(&self) -> Result<()> {
         self.runner.cancel(self.id).await
+    }
+    /// Pauses it (see [`DefaultRunner::pause`]).
+    pub async fn pause(&self) -> Result<()> {
+        self.runner.pause(self.id).await
+    }
+    /// Resumes it (see [`DefaultRunner::resume`]).
+    pub async fn resume(&self) -> Result<()> {
+        self.runner.resume(self.id).await
+    }
+    /// Its recorded history, oldest first.
+    pub async fn history(&self) -> Result<Vec<ExecutionEvent>> {
+        self.runner.history(self.id).await
     }
     /// Its result so far.
     pub async fn result(&self) -> Result<ExecutionResult> {
@@ -100,32 +128,90 @@ impl ExecutionHandle {
     }
 }
 
-/// A stream of the state changes a runner makes.
-#[derive(Debug)]
+impl IntoFuture for ExecutionHandle {
+    type Output = Result<ExecutionResult>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    /// Waits for a terminal state, like [`wait`](ExecutionHandle::wait).
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move { self.wait().await })
+    }
+}
+
+type Received = (std::result::Result<ExecutionEvent, broadcast::error::RecvError>, broadcast::Receiver<ExecutionEvent>);
+
+async fn receive(mut rx: broadcast::Receiver<ExecutionEvent>) -> Received {
+    let got = rx.recv().await;
+    (got, rx)
+}
+
+/// A stream of the state changes a runner makes: a
+/// [`futures::Stream`](futures::Stream) of [`ExecutionEvent`]s, or call
+/// [`next`](Self::next). It ends once the runner is gone. A subscriber
+/// that falls more than 4096 events behind skips the oldest (counted in
+/// [`missed`](Self::missed)); the history in storage is complete.
+///
+/// ```no_run
+/// # async fn demo(runner: cloacina_runner::DefaultRunner) {
+/// use futures::StreamExt;
+/// let completed: Vec<_> = runner
+///     .subscribe_events()
+///     .filter(|e| std::future::ready(e.to == "completed"))
+///     .take(10)
+///     .collect()
+///     .await;
+/// # let _ = completed; }
+/// ```
 pub struct EventStream {
-    rx: broadcast::Receiver<ExecutionEvent>,
+    next: ReusableBoxFuture<'static, Received>,
     missed: u64,
+    done: bool,
+}
+
+impl std::fmt::Debug for EventStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventStream").field("missed", &self.missed).field("done", &self.done).finish()
+    }
 }
 
 impl EventStream {
     pub(crate) fn new(rx: broadcast::Receiver<ExecutionEvent>) -> Self {
-        Self { rx, missed: 0 }
+        Self { next: ReusableBoxFuture::new(receive(rx)), missed: 0, done: false }
     }
-    /// The next event; `None` once the runner is gone. A subscriber that
-    /// falls more than 4096 events behind skips the oldest (counted in
-    /// [`missed`](Self::missed)); the history in storage is complete.
+    /// The next event; `None` once the runner is gone.
     pub async fn next(&mut self) -> Option<ExecutionEvent> {
-        loop {
-            match self.rx.recv().await {
-                Ok(e) => return Some(e),
-                Err(broadcast::error::RecvError::Lagged(n)) => self.missed += n,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        std::future::poll_fn(|cx| self.poll_event(cx)).await
     }
     /// Events skipped because this subscriber fell behind.
     pub fn missed(&self) -> u64 {
         self.missed
+    }
+
+    fn poll_event(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<ExecutionEvent>> {
+        loop {
+            if self.done {
+                return Poll::Ready(None);
+            }
+            let (got, rx) = std::task::ready!(self.next.poll(cx));
+            match got {
+                Ok(e) => {
+                    self.next.set(receive(rx));
+                    return Poll::Ready(Some(e));
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    self.missed += n;
+                    self.next.set(receive(rx));
+                }
+                Err(broadcast::error::RecvError::Closed) => self.done = true,
+            }
+        }
+    }
+}
+
+impl futures::Stream for EventStream {
+    type Item = ExecutionEvent;
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<ExecutionEvent>> {
+        self.get_mut().poll_event(cx)
     }
 }
 

@@ -79,20 +79,20 @@ pub struct DefaultRunner {
 impl DefaultRunner {
     /// A runner on the legacy layout: PostgreSQL `public`, or the base
     /// SQLite file. All other settings at their defaults.
-    pub async fn new(database_url: &str) -> Result<Self> {
-        Self::builder().database_url(database_url).build().await
+    pub async fn new(database_url: impl AsRef<str>) -> Result<Self> {
+        Self::builder().database_url(database_url.as_ref()).build().await
     }
 
     /// A runner on one tenant: a PostgreSQL schema, or a SQLite file next
     /// to the base file (`data/app.db` + `acme` → `data/app.acme.db`).
-    pub async fn with_tenant(database_url: &str, tenant: &str) -> Result<Self> {
-        Self::builder().database_url(database_url).tenant(tenant).build().await
+    pub async fn with_tenant(database_url: impl AsRef<str>, tenant: impl AsRef<str>) -> Result<Self> {
+        Self::builder().database_url(database_url.as_ref()).tenant(tenant.as_ref()).build().await
     }
 
     /// The same as [`with_tenant`](Self::with_tenant): the name this
     /// constructor had in the first release, kept for code written
     /// against it.
-    pub async fn with_schema(database_url: &str, tenant: &str) -> Result<Self> {
+    pub async fn with_schema(database_url: impl AsRef<str>, tenant: impl AsRef<str>) -> Result<Self> {
         Self::with_tenant(database_url, tenant).await
     }
 
@@ -216,11 +216,15 @@ impl DefaultRunner {
         let mut reg = self.inner.registry.write().unwrap_or_else(|e| e.into_inner());
         let mut set = (*reg.set).clone();
         if let Some(old) = set.insert(wf.clone()) {
+            let changes = wf.behaviour_changes(&old);
             tracing::info!(
                 workflow = wf.name(),
                 version = wf.version(),
                 label = ?wf.label(),
                 previous_label = ?old.label(),
+                changed_bodies = ?changes.bodies,
+                changed_policies = ?changes.policies,
+                bodies_without_fingerprint = ?changes.unknown_bodies,
                 "workflow registered again with the same shape: its bodies and policies are replaced (from each task's next attempt)"
             );
         } else if reg.by_name.contains_key(wf.name()) {
@@ -277,19 +281,53 @@ impl DefaultRunner {
     ///
     /// The input must fit `context_size_limit` (else
     /// [`RunnerError::InputTooLarge`], and nothing is stored).
-    pub async fn execute(&self, name: &str, input: Context) -> Result<ExecutionResult> {
+    pub async fn execute(&self, name: impl AsRef<str>, input: Context) -> Result<ExecutionResult> {
+        self.execute_within(name.as_ref(), input, None).await
+    }
+
+    /// Like [`execute`](Self::execute), giving up waiting after `timeout`
+    /// with [`RunnerError::WaitTimeout`] (naming the execution, which goes
+    /// on: wait for it again with [`handle`](Self::handle)).
+    ///
+    /// ```no_run
+    /// # async fn demo(runner: cloacina_runner::DefaultRunner) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use cloacina_runner::{Context, RunnerError};
+    /// match runner.execute_timeout("etl", Context::new(), Duration::from_secs(30)).await {
+    ///     Ok(result) => println!("{}", result.status),
+    ///     Err(RunnerError::WaitTimeout { id, .. }) => println!("{id} still runs"),
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn execute_timeout(
+        &self,
+        name: impl AsRef<str>,
+        input: Context,
+        timeout: std::time::Duration,
+    ) -> Result<ExecutionResult> {
+        self.execute_within(name.as_ref(), input, Some(timeout)).await
+    }
+
+    async fn execute_within(
+        &self,
+        name: &str,
+        input: Context,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<ExecutionResult> {
         let execution = self.plan(name, input, "api")?;
         let id = execution.id;
         // Listen before submitting: the execution may finish at once.
         let waiter = self.inner.waiters.register(id);
         self.submit_planned(execution).await?;
-        self.wait_on(id, waiter, None, false).await
+        self.wait_on(id, waiter, timeout, false).await
     }
 
     /// Starts workflow `name` with `input`; returns once the execution and
     /// all its task rows are stored. Waits while the writer's queue is full.
-    pub async fn execute_async(&self, name: &str, input: Context) -> Result<ExecutionHandle> {
-        self.submit(name, input, "api").await
+    /// The handle is a future of the result (`handle.await`).
+    pub async fn execute_async(&self, name: impl AsRef<str>, input: Context) -> Result<ExecutionHandle> {
+        self.submit(name.as_ref(), input, "api").await
     }
 
     fn plan(&self, name: &str, input: Context, origin: &str) -> Result<NewExecution> {
@@ -358,8 +396,11 @@ impl DefaultRunner {
     /// return promptly with `Cancelled`.
     pub async fn cancel(&self, id: ExecutionId) -> Result<()> {
         self.storage_call(move |inner| async move {
-            let effects =
-                inner.storage.cancel(id, "cancelled by user", inner.now()).await.map_err(|e| not_found(e, id))?;
+            let effects = inner
+                .storage
+                .cancel(id, "cancelled by user", inner.now())
+                .await
+                .map_err(|e| control_error(e, id, Control::Cancel))?;
             engine::apply_effects(&inner, effects, None);
             inner.cancel_running(id);
             Ok(())
@@ -371,7 +412,8 @@ impl DefaultRunner {
     /// [`resume`](Self::resume); running tasks finish.
     pub async fn pause(&self, id: ExecutionId) -> Result<()> {
         self.storage_call(move |inner| async move {
-            let effects = inner.storage.pause(id, inner.now()).await.map_err(|e| not_found(e, id))?;
+            let effects =
+                inner.storage.pause(id, inner.now()).await.map_err(|e| control_error(e, id, Control::Pause))?;
             engine::apply_effects(&inner, effects, None);
             Ok(())
         })
@@ -381,7 +423,8 @@ impl DefaultRunner {
     /// Resumes a paused execution.
     pub async fn resume(&self, id: ExecutionId) -> Result<()> {
         self.storage_call(move |inner| async move {
-            let effects = inner.storage.resume(id, inner.now()).await.map_err(|e| not_found(e, id))?;
+            let effects =
+                inner.storage.resume(id, inner.now()).await.map_err(|e| control_error(e, id, Control::Resume))?;
             engine::apply_effects(&inner, effects, None);
             Ok(())
         })
@@ -509,6 +552,34 @@ async fn checked_status(inner: &Inner, id: ExecutionId) -> Result<WorkflowState>
         return Err(e.into());
     }
     Ok(state)
+}
+
+/// A control call: cancel, pause or resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Control {
+    Cancel,
+    Pause,
+    Resume,
+}
+
+/// A refused control call is the user's mistake, said as such: the
+/// execution is not in a state the call applies to.
+fn control_error(e: cloacina_core::ports::StorageError, id: ExecutionId, call: Control) -> RunnerError {
+    use cloacina_core::ports::StorageError;
+    match e {
+        StorageError::IllegalTransition(t) if t.machine == "workflow" => match t.from.parse::<WorkflowState>() {
+            Ok(state) => {
+                let (action, allowed) = match call {
+                    Control::Cancel => ("cancel", "only an unfinished execution can be cancelled"),
+                    Control::Pause => ("pause", "only a pending or running execution can be paused"),
+                    Control::Resume => ("resume", "only a paused execution can be resumed"),
+                };
+                RunnerError::InvalidState { id, action, state, allowed }
+            }
+            Err(_) => RunnerError::Storage(StorageError::IllegalTransition(t)),
+        },
+        other => not_found(other, id),
+    }
 }
 
 fn not_found(e: cloacina_core::ports::StorageError, id: ExecutionId) -> RunnerError {

@@ -62,14 +62,14 @@ impl DefaultRunner {
     }
 
     /// Pauses a schedule: no tick starts anything until it is resumed.
-    pub async fn pause_schedule(&self, name: &str) -> Result<ScheduleRecord> {
-        self.set_schedule_paused(name, true).await
+    pub async fn pause_schedule(&self, name: impl AsRef<str>) -> Result<ScheduleRecord> {
+        self.set_schedule_paused(name.as_ref(), true).await
     }
 
     /// Resumes a paused schedule. Ticks that passed while it was paused are
     /// not run: it continues with the next tick.
-    pub async fn resume_schedule(&self, name: &str) -> Result<ScheduleRecord> {
-        self.set_schedule_paused(name, false).await
+    pub async fn resume_schedule(&self, name: impl AsRef<str>) -> Result<ScheduleRecord> {
+        self.set_schedule_paused(name.as_ref(), false).await
     }
 
     async fn set_schedule_paused(&self, name: &str, paused: bool) -> Result<ScheduleRecord> {
@@ -79,7 +79,8 @@ impl DefaultRunner {
 
     /// Deletes a schedule and its tick records. The executions it started
     /// are kept.
-    pub async fn delete_schedule(&self, name: &str) -> Result<()> {
+    pub async fn delete_schedule(&self, name: impl AsRef<str>) -> Result<()> {
+        let name = name.as_ref();
         self.inner.storage.delete_schedule(name).await.map_err(|e| schedule_not_found(e, name))
     }
 

@@ -18,8 +18,8 @@ fn describe(w: &Workflow) -> String {
 impl DefaultRunner {
     /// The versions `name` is served with on this runner, the current one
     /// (used by new executions) first.
-    pub fn workflow_versions(&self, name: &str) -> Vec<Workflow> {
-        self.inner.workflows().versions(name).into_iter().cloned().collect()
+    pub fn workflow_versions(&self, name: impl AsRef<str>) -> Vec<Workflow> {
+        self.inner.workflows().versions(name.as_ref()).into_iter().cloned().collect()
     }
 
     /// Unfinished executions of the tenant whose workflow version no live
@@ -58,11 +58,12 @@ impl DefaultRunner {
     /// ```
     pub async fn migrate_executions(
         &self,
-        name: &str,
-        from: &str,
-        to: &str,
+        name: impl AsRef<str>,
+        from: impl AsRef<str>,
+        to: impl AsRef<str>,
         mapping: &TaskMapping,
     ) -> Result<MigrationReport> {
+        let (name, from, to) = (name.as_ref(), from.as_ref(), to.as_ref());
         let versions = self.workflow_versions(name);
         let Some(target) = versions.iter().find(|w| w.version() == to || w.label() == Some(to)).cloned() else {
             return Err(RunnerError::UnknownVersion {

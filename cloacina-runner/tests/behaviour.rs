@@ -293,8 +293,11 @@ async fn pause_and_resume(db: TestDb) {
     assert_eq!(r.status, WorkflowState::Completed);
     assert!(second_ran.load(Ordering::SeqCst));
     assert!(
-        matches!(runner.resume(h.id()).await, Err(RunnerError::Storage(_))),
-        "resuming a completed execution is illegal"
+        matches!(
+            runner.resume(h.id()).await,
+            Err(RunnerError::InvalidState { action: "resume", state: WorkflowState::Completed, .. })
+        ),
+        "resuming a completed execution is refused, saying why"
     );
     runner.shutdown().await.unwrap();
 }

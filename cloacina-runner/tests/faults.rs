@@ -35,7 +35,7 @@ async fn an_unreachable_database_fails_build_within_the_connect_timeout() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let started = Instant::now();
     let err = DefaultRunner::builder()
-        .database_url(&format!("postgres://app:pw@127.0.0.1:{port}/app"))
+        .database_url(format!("postgres://app:pw@127.0.0.1:{port}/app"))
         .connect_timeout(Duration::from_millis(700))
         .build()
         .await

@@ -35,7 +35,7 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
     // A server that is not there: the error must not carry the password.
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let err = DefaultRunner::builder()
-        .database_url(&format!("postgres://app:{SECRET}@127.0.0.1:{port}/app"))
+        .database_url(format!("postgres://app:{SECRET}@127.0.0.1:{port}/app"))
         .connect_timeout(Duration::from_millis(300))
         .build()
         .await
@@ -73,7 +73,7 @@ async fn passwords_stay_out_of_logs_errors_and_debug() {
     // A well-formed URL with the password as a parameter: its connection
     // error is redacted too.
     let param = DefaultRunner::builder()
-        .database_url(&format!("postgres://127.0.0.1:{port}/app?user=app&password={SECRET}"))
+        .database_url(format!("postgres://127.0.0.1:{port}/app?user=app&password={SECRET}"))
         .connect_timeout(Duration::from_millis(300))
         .build()
         .await
