@@ -36,7 +36,7 @@ impl EventTrigger for Inbox {
         files.sort();
         let Some(first) = files.into_iter().next() else { return Ok(EventPoll::Skip) };
         let mut ctx = Context::new();
-        ctx.insert("file", first)?;
+        ctx.set("file", first)?;
         Ok(EventPoll::Fire(ctx))
     }
 }

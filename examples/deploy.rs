@@ -100,7 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ids = Vec::new();
     for i in 0..6 {
         let mut input = Context::new();
-        input.insert("order", i)?;
+        input.set("order", i)?;
         ids.push(v1.execute_async("orders", input).await?.id());
     }
     until_held(&v1, 6).await?;
@@ -126,7 +126,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut ids = Vec::new();
     for i in 0..3 {
         let mut input = Context::new();
-        input.insert("order", 100 + i)?;
+        input.set("order", 100 + i)?;
         ids.push(v2.execute_async("orders", input).await?.id());
     }
     until_held(&v2, 3).await?;

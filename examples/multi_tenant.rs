@@ -15,7 +15,7 @@ fn workflow() -> Result<Workflow, cloacina_runner::WorkflowError> {
             "build",
             task_fn(|mut ctx: Context| async move {
                 let who: String = ctx.get_as("tenant")?;
-                ctx.insert("report", format!("report for {who}"))?;
+                ctx.set("report", format!("report for {who}"))?;
                 Ok::<_, TaskError>(ctx)
             }),
         ))
@@ -39,7 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, runner) in [("public", &legacy), ("tenant_acme", &acme), ("tenant_globex", &globex)] {
         runner.register_workflow(workflow()?)?;
         let mut input = Context::new();
-        input.insert("tenant", name)?;
+        input.set("tenant", name)?;
         let r = runner.execute("daily_report", input).await?;
         println!("{name:<14} ran execution {} -> {:?}: {}", r.id, r.status, r.context.get_as::<String>("report")?);
     }

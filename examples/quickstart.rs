@@ -10,50 +10,64 @@
 //! Run it with `cargo run --example quickstart`; run it again and the
 //! file keeps every earlier execution.
 
-use cloacina_runner::{Context, DefaultRunner, ExecutionFilter, TaskError, TaskSpec, Workflow, task_fn};
+use cloacina_runner::{Context, DefaultRunner, ExecutionFilter, Key, TaskError, workflow};
 
-fn order_workflow() -> Result<Workflow, cloacina_runner::WorkflowError> {
-    let load_orders = task_fn(|mut ctx: Context| async move {
-        let customer: String = ctx.get_as("customer")?;
-        ctx.insert("orders", vec![("widget", 3, 250), ("gadget", 1, 1200), ("gizmo", 5, 75)])?;
+/// One order line: item, quantity, unit price in cents.
+type Order = (String, u32, u32);
+
+// Typed keys: a task that writes one type and a task that reads another
+// under the same key do not compile.
+const CUSTOMER: Key<String> = Key::new("customer");
+const ORDERS: Key<Vec<Order>> = Key::new("orders");
+const TOTAL_CENTS: Key<u32> = Key::new("total_cents");
+const SHORT_ITEMS: Key<Vec<String>> = Key::new("short_items");
+const SUMMARY: Key<String> = Key::new("summary");
+
+// The DAG below is checked when this file compiles: a misspelt dependency
+// or a cycle is a compile error on the token at fault.
+#[workflow(name = "orders")]
+mod orders {
+    use super::*;
+
+    #[task]
+    async fn load_orders(ctx: &mut Context) -> Result<(), TaskError> {
+        let customer = ctx.get(CUSTOMER)?;
+        let orders = [("widget", 3, 250), ("gadget", 1, 1200), ("gizmo", 5, 75)];
+        ctx.set(ORDERS, orders.map(|(item, qty, cents)| (item.to_owned(), qty, cents)).to_vec())?;
         println!("  load_orders: loaded 3 orders for {customer}");
-        Ok::<_, TaskError>(ctx)
-    });
-    let price_orders = task_fn(|mut ctx: Context| async move {
-        let orders: Vec<(String, u32, u32)> = ctx.get_as("orders")?;
-        let total_cents: u32 = orders.iter().map(|(_, qty, cents)| qty * cents).sum();
-        ctx.insert("total_cents", total_cents)?;
+        Ok(())
+    }
+
+    #[task(depends_on = [load_orders])]
+    async fn price_orders(ctx: &mut Context) -> Result<(), TaskError> {
+        let total_cents = ctx.get(ORDERS)?.iter().map(|(_, qty, cents)| qty * cents).sum();
+        ctx.set(TOTAL_CENTS, total_cents)?;
         println!("  price_orders: total {:.2}", f64::from(total_cents) / 100.0);
-        Ok::<_, TaskError>(ctx)
-    });
-    let check_stock = task_fn(|mut ctx: Context| async move {
-        let orders: Vec<(String, u32, u32)> = ctx.get_as("orders")?;
-        let short: Vec<String> =
-            orders.iter().filter(|(_, qty, _)| *qty > 4).map(|(item, _, _)| item.clone()).collect();
+        Ok(())
+    }
+
+    #[task(depends_on = [load_orders])]
+    async fn check_stock(ctx: &mut Context) -> Result<(), TaskError> {
+        let short: Vec<String> = ctx.get(ORDERS)?.into_iter().filter(|(_, qty, _)| *qty > 4).map(|o| o.0).collect();
         println!("  check_stock: short on {short:?}");
-        ctx.insert("short_items", short)?;
-        Ok::<_, TaskError>(ctx)
-    });
-    let summarize = task_fn(|mut ctx: Context| async move {
-        let total: u32 = ctx.get_as("total_cents")?;
-        let short: Vec<String> = ctx.get_as("short_items")?;
+        ctx.set(SHORT_ITEMS, short)?;
+        Ok(())
+    }
+
+    #[task(depends_on = [price_orders, check_stock])]
+    async fn summarize(ctx: &mut Context) -> Result<(), TaskError> {
+        let (total, short) = (ctx.get(TOTAL_CENTS)?, ctx.get(SHORT_ITEMS)?);
         let summary = format!("{:.2} to invoice, {} item(s) to reorder", f64::from(total) / 100.0, short.len());
         println!("  summarize: {summary}");
-        ctx.insert("summary", summary)?;
-        Ok::<_, TaskError>(ctx)
-    });
-    Workflow::builder("orders")
-        .task(TaskSpec::new("load_orders", load_orders))
-        .task(TaskSpec::new("price_orders", price_orders).depends_on(["load_orders"]))
-        .task(TaskSpec::new("check_stock", check_stock).depends_on(["load_orders"]))
-        .task(TaskSpec::new("summarize", summarize).depends_on(["price_orders", "check_stock"]))
-        .build()
+        ctx.set(SUMMARY, summary)?;
+        Ok(())
+    }
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into())).init();
-    let workflow = order_workflow()?;
+    let workflow = orders::workflow();
     println!(
         "workflow `{}` (version {}), tasks in order: {:?}",
         workflow.name(),
@@ -64,9 +78,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runner = DefaultRunner::builder().database_url("sqlite://quickstart.db").workflow(workflow).build().await?;
 
     let mut input = Context::new();
-    input.insert("customer", "ACME Corp")?;
+    input.set(CUSTOMER, "ACME Corp".to_owned())?;
     println!("running...");
-    let result = runner.execute("orders", input).await?;
+    let result = runner.execute(orders::NAME, input).await?;
 
     println!("\nexecution {} finished: {:?}", result.id, result.status);
     for t in &result.tasks {

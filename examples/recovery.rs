@@ -51,7 +51,7 @@ async fn worker(url: &str) -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     for i in 0..5 {
         let mut ctx = Context::new();
-        ctx.insert("job", i)?;
+        ctx.set("job", i)?;
         runner.execute_async("slow_job", ctx).await?;
     }
     println!("submitted");

@@ -11,70 +11,67 @@
 //! Run it with `cargo run --example retries_and_triggers` (uses a temporary
 //! SQLite file).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
-use cloacina_runner::{
-    Backoff, Context, DefaultRunner, RetryCondition, RetryPolicy, TaskError, TaskSpec, TriggerRule, ValueCondition,
-    Workflow, task_fn,
-};
+use cloacina_runner::{Context, DefaultRunner, Key, TaskError, workflow};
+
+/// What the tasks share: here a call counter; in an application, a
+/// database pool or an HTTP client.
+pub struct RateService {
+    calls: AtomicU32,
+}
+
+const EUR_PER_USD: Key<f64> = Key::new("eur_per_usd");
+const CHARGED_EUR: Key<f64> = Key::new("charged_eur");
+
+#[workflow]
+mod billing {
+    use super::*;
+
+    /// 5 attempts in all, transient errors only, 200 ms then 400 ms apart.
+    #[task(retry = "total_attempts=5; backoff=exponential(200ms, 2); max_delay=5s; jitter=0; retry_on=transient")]
+    async fn fetch_rates(ctx: &mut Context, rates: &RateService) -> Result<(), TaskError> {
+        let n = rates.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if n < 3 {
+            println!("  fetch_rates: attempt {n} fails (rate service unavailable)");
+            return Err(TaskError::transient("rate service unavailable"));
+        }
+        println!("  fetch_rates: attempt {n} succeeds");
+        ctx.set(EUR_PER_USD, 0.92)?;
+        Ok(())
+    }
+
+    #[task(depends_on = [fetch_rates], retry = none)]
+    async fn charge(ctx: &mut Context) -> Result<(), TaskError> {
+        let rate = ctx.get(EUR_PER_USD)?;
+        ctx.set(CHARGED_EUR, (100.0 * rate * 100.0).round() / 100.0)?;
+        println!("  charge: charged 100 USD");
+        Ok(())
+    }
+
+    #[task(depends_on = [charge], trigger = context_value(tier, equals "vip"))]
+    async fn notify_vip(_ctx: &mut Context) -> Result<(), TaskError> {
+        println!("  notify_vip: ran");
+        Ok(())
+    }
+
+    #[task(depends_on = [charge], trigger = one_failed)]
+    async fn alert_on_failure(_ctx: &mut Context) -> Result<(), TaskError> {
+        println!("  alert_on_failure: ran");
+        Ok(())
+    }
+
+    #[task(depends_on = [notify_vip, alert_on_failure], trigger = all_done)]
+    async fn audit(_ctx: &mut Context) -> Result<(), TaskError> {
+        println!("  audit: ran");
+        Ok(())
+    }
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "error".into())).init();
-    let calls = Arc::new(AtomicU32::new(0));
-    let counter = calls.clone();
-    let fetch_rates = task_fn(move |mut ctx: Context| {
-        let counter = counter.clone();
-        async move {
-            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
-            if n < 3 {
-                println!("  fetch_rates: attempt {n} fails (rate service unavailable)");
-                return Err(TaskError::transient("rate service unavailable"));
-            }
-            println!("  fetch_rates: attempt {n} succeeds");
-            ctx.set("eur_per_usd", 0.92)?;
-            Ok(ctx)
-        }
-    });
-    let retry = RetryPolicy::builder()
-        .total_attempts(5)
-        .backoff(Backoff::Exponential { base: Duration::from_millis(200), multiplier: 2.0 })
-        .max_delay(Duration::from_secs(5))
-        .jitter(0.0)
-        .condition(RetryCondition::TransientOnly)
-        .build()?;
-    let charge = task_fn(|mut ctx: Context| async move {
-        let rate: f64 = ctx.get_as("eur_per_usd")?;
-        ctx.set("charged_eur", (100.0 * rate * 100.0).round() / 100.0)?;
-        println!("  charge: charged 100 USD");
-        Ok::<_, TaskError>(ctx)
-    });
-    let say = |name: &'static str| {
-        task_fn(move |ctx: Context| async move {
-            println!("  {name}: ran");
-            Ok::<_, TaskError>(ctx)
-        })
-    };
-    let workflow =
-        Workflow::builder("billing")
-            .task(TaskSpec::new("fetch_rates", fetch_rates).retry(retry))
-            .task(TaskSpec::new("charge", charge).depends_on(["fetch_rates"]).retry(RetryPolicy::none()))
-            .task(TaskSpec::new("notify_vip", say("notify_vip")).depends_on(["charge"]).trigger(
-                TriggerRule::ContextValue { key: "tier".into(), condition: ValueCondition::Equals("vip".into()) },
-            ))
-            .task(
-                TaskSpec::new("alert_on_failure", say("alert_on_failure"))
-                    .depends_on(["charge"])
-                    .trigger(TriggerRule::OneFailed),
-            )
-            .task(
-                TaskSpec::new("audit", say("audit"))
-                    .depends_on(["notify_vip", "alert_on_failure"])
-                    .trigger(TriggerRule::AllDone),
-            )
-            .build()?;
+    let workflow = billing::workflow(RateService { calls: AtomicU32::new(0) });
 
     let dir = std::env::temp_dir().join(format!("cloacina-example-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;

@@ -7,30 +7,41 @@
 //! processes share the work through the database).
 //!
 //! ```no_run
-//! use cloacina_runner::{task_fn, Context, DefaultRunner, TaskError, TaskSpec, Workflow};
+//! use cloacina_runner::{workflow, Context, DefaultRunner, Key, TaskError};
 //!
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let extract = task_fn(|mut ctx: Context| async move {
-//!     ctx.insert("rows", vec![1, 2, 3])?;
-//!     Ok::<_, TaskError>(ctx)
-//! });
-//! let load = task_fn(|mut ctx: Context| async move {
-//!     let rows: Vec<i32> = ctx.get_as("rows")?;
-//!     ctx.insert("loaded", rows.len())?;
-//!     Ok::<_, TaskError>(ctx)
-//! });
-//! let etl = Workflow::builder("etl")
-//!     .task(TaskSpec::new("extract", extract))
-//!     .task(TaskSpec::new("load", load).depends_on(["extract"]))
-//!     .build()?;
+//! const ROWS: Key<Vec<i32>> = Key::new("rows");
+//! const LOADED: Key<usize> = Key::new("loaded");
 //!
-//! let runner = DefaultRunner::builder().database_url("sqlite://etl.db").workflow(etl).build().await?;
-//! let result = runner.execute("etl", Context::new()).await?;
+//! #[workflow] // the DAG is checked at compile time
+//! mod etl {
+//!     use super::*;
+//!
+//!     #[task(retry = exponential(3, 1s))]
+//!     async fn extract(ctx: &mut Context) -> Result<(), TaskError> {
+//!         ctx.set(ROWS, vec![1, 2, 3])?;
+//!         Ok(())
+//!     }
+//!
+//!     #[task(depends_on = [extract])]
+//!     async fn load(ctx: &mut Context) -> Result<(), TaskError> {
+//!         let rows = ctx.get(ROWS)?;
+//!         ctx.set(LOADED, rows.len())?;
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let runner = DefaultRunner::builder().database_url("sqlite://etl.db").workflow(etl::workflow()).build().await?;
+//! let result = runner.execute(etl::NAME, Context::new()).await?;
 //! assert!(result.is_success());
-//! assert_eq!(result.context.get_as::<usize>("loaded")?, 3);
+//! assert_eq!(result.context.get(LOADED)?, 3);
 //! runner.shutdown().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! Workflows assembled at run time use [`Workflow::builder`] with
+//! [`TaskSpec`]s of closures ([`task_fn`]) or of `#[task]` functions
+//! (`#[task] async fn f` adds `f_task()`), validated when `build` runs.
 //!
 //! ## Guarantees
 //!

@@ -88,11 +88,13 @@ impl<T> AsRef<str> for Key<T> {
 }
 
 /// What a value of type `V` can be written under: a string (any
-/// `Serialize` value) or a [`Key<V>`] (only a `V`, or a `&V`).
+/// `Serialize` value) or a [`Key<V>`] (only a `V`: one impl per key type,
+/// so the key also tells the compiler the value's type, as in
+/// `ctx.set(TOTAL, items.iter().sum())`).
 #[diagnostic::on_unimplemented(
     message = "a value of type `{V}` cannot be written under `{Self}`",
     label = "this key does not hold `{V}`",
-    note = "a `Key<T>` takes only a `T` (or `&T`); string keys take any `Serialize` value"
+    note = "a `Key<T>` takes only a `T`; string keys take any `Serialize` value"
 )]
 pub trait WriteKey<V> {
     /// The key's name.
@@ -112,12 +114,6 @@ macro_rules! string_keys {
 string_keys!(&str, String, &String, &mut str, Box<str>, std::borrow::Cow<'_, str>);
 
 impl<T: Serialize> WriteKey<T> for Key<T> {
-    fn into_name(self) -> String {
-        self.name.to_owned()
-    }
-}
-
-impl<T: Serialize> WriteKey<&T> for Key<T> {
     fn into_name(self) -> String {
         self.name.to_owned()
     }
@@ -174,9 +170,16 @@ mod tests {
         let mut ctx = Context::new();
         assert_eq!(ctx.set(ROWS, vec![Row { id: 1 }]).unwrap(), None);
         let rows = vec![Row { id: 2 }];
-        assert!(ctx.set(ROWS, &rows).unwrap().is_some(), "set overwrites and returns the old value");
+        assert!(ctx.set(ROWS, vec![Row { id: 2 }]).unwrap().is_some(), "set overwrites and returns the old value");
         assert_eq!(ctx.get(ROWS).unwrap(), rows);
         assert_eq!(ctx.get("rows"), Some(&serde_json::json!([{ "id": 2 }])), "the string API sees the same value");
+    }
+
+    #[test]
+    fn the_key_gives_the_value_its_type() {
+        let mut ctx = Context::new();
+        ctx.set(COUNT, [1u64, 2, 3].iter().sum()).unwrap(); // `sum` needs its output type: the key gives it
+        assert_eq!(ctx.get(COUNT).unwrap(), 6);
     }
 
     #[test]

@@ -120,7 +120,12 @@ pub struct DueTicks {
 impl CronSchedule {
     /// A schedule named `name` running `workflow` on `expression`, in UTC,
     /// with the default catch-up policy and an empty input.
-    pub fn new(name: &str, workflow: &str, expression: &str) -> Result<Self, ScheduleError> {
+    pub fn new(
+        name: impl AsRef<str>,
+        workflow: impl AsRef<str>,
+        expression: impl AsRef<str>,
+    ) -> Result<Self, ScheduleError> {
+        let (name, workflow, expression) = (name.as_ref(), workflow.as_ref(), expression.as_ref());
         valid_name(name)?;
         let cron = CronParser::builder().seconds(Seconds::Optional).build().parse(expression).map_err(|e| {
             ScheduleError::InvalidExpression { expression: expression.to_owned(), reason: e.to_string() }

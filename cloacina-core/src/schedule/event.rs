@@ -90,7 +90,12 @@ impl fmt::Debug for EventTriggerSpec {
 impl EventTriggerSpec {
     /// A trigger named `name` starting `workflow`, polled every 5 s, with
     /// identical firings suppressed while one is unfinished.
-    pub fn new(name: &str, workflow: &str, trigger: Arc<dyn EventTrigger>) -> Result<Self, ScheduleError> {
+    pub fn new(
+        name: impl AsRef<str>,
+        workflow: impl AsRef<str>,
+        trigger: Arc<dyn EventTrigger>,
+    ) -> Result<Self, ScheduleError> {
+        let (name, workflow) = (name.as_ref(), workflow.as_ref());
         valid_name(name)?;
         Ok(Self {
             name: name.to_owned(),
