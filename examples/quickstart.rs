@@ -80,7 +80,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut input = Context::new();
     input.set(CUSTOMER, "ACME Corp".to_owned())?;
     println!("running...");
-    let result = runner.execute(orders::NAME, input).await?;
+    let result = runner.execute(orders::WORKFLOW_NAME, input).await?;
 
     println!("\nexecution {} finished: {:?}", result.id, result.status);
     for t in &result.tasks {

@@ -2,13 +2,16 @@
 //! generate calls. Not a public API: its items may change in any release.
 
 pub use std::sync::Arc;
+pub use std::time::Duration;
+
+pub use serde_json::Value;
 
 pub use async_trait::async_trait;
 
 pub use crate::context::Context;
 pub use crate::retry::RetryPolicy;
 pub use crate::task::{Task, TaskError, TaskRun};
-pub use crate::trigger::TriggerRule;
+pub use crate::trigger::{TriggerRule, ValueCondition};
 pub use crate::workflow::{TaskSpec, Workflow, WorkflowBuilder};
 
 /// A task body's error, as the task's error.
@@ -22,14 +25,10 @@ pub fn retry(text: &str) -> RetryPolicy {
     text.parse().unwrap_or_else(|e| unreachable!("a retry policy checked at compile time: `{text}`: {e}"))
 }
 
-/// A trigger rule from its text form, checked at compile time.
-pub fn trigger(text: &str) -> TriggerRule {
-    text.parse().unwrap_or_else(|e| unreachable!("a trigger rule checked at compile time: `{text}`: {e}"))
-}
-
-/// A timeout of `ms` milliseconds.
-pub const fn millis(ms: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(ms)
+/// A JSON value of a trigger rule, written by the macro from a value it
+/// parsed at compile time.
+pub fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| unreachable!("JSON checked at compile time: `{text}`: {e}"))
 }
 
 /// Builds a workflow whose definition the macro validated at compile time

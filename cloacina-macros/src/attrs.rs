@@ -27,6 +27,78 @@ impl Arg {
     }
 }
 
+impl Arg {
+    /// An error covering the whole value.
+    pub(crate) fn error(&self, message: impl std::fmt::Display) -> Error {
+        Error::new_spanned(&self.value, message)
+    }
+}
+
+/// The tokens as text in one fixed form, whatever the compiler's
+/// printing: one space between tokens (none after an opening bracket), a
+/// `-` joined to what follows, string literals as JSON strings, `_`
+/// dropped from plain numbers. Used for trigger rules written without
+/// quotes, and for code fingerprints.
+pub(crate) fn tokens_text(tokens: TokenStream) -> String {
+    let mut out = String::new();
+    write_tokens(tokens, &mut out);
+    out
+}
+
+fn write_tokens(tokens: TokenStream, out: &mut String) {
+    let mut glue = false;
+    for t in tokens {
+        // `a-b` and `-1` stay joined: ids may hold `-`, numbers a sign.
+        let minus = matches!(&t, TokenTree::Punct(p) if p.as_char() == '-');
+        let joined =
+            out.is_empty() || glue || out.ends_with(['(', '[', '{']) || (minus && out.ends_with(char::is_alphanumeric));
+        if !joined {
+            out.push(' ');
+        }
+        glue = false;
+        match t {
+            TokenTree::Group(g) => {
+                let (open, close) = match g.delimiter() {
+                    Delimiter::Parenthesis => ("(", ")"),
+                    Delimiter::Bracket => ("[", "]"),
+                    Delimiter::Brace => ("{", "}"),
+                    Delimiter::None => ("", ""),
+                };
+                out.push_str(open);
+                write_tokens(g.stream(), out);
+                out.push_str(close);
+            }
+            TokenTree::Ident(i) => out.push_str(&i.to_string()),
+            TokenTree::Punct(p) => {
+                out.push(p.as_char());
+                glue = p.as_char() == '-';
+            }
+            TokenTree::Literal(l) => match syn::parse2::<Lit>(TokenTree::Literal(l.clone()).into()) {
+                Ok(Lit::Str(s)) => out.push_str(&json_string(&s.value())),
+                Ok(Lit::Int(i)) if i.suffix().is_empty() => out.push_str(i.base10_digits()),
+                Ok(Lit::Float(f)) if f.suffix().is_empty() => out.push_str(f.base10_digits()),
+                _ => out.push_str(&l.to_string()),
+            },
+        }
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Splits attribute arguments into `key = value` pairs.
 pub(crate) fn parse_args(tokens: TokenStream, allowed: &[&str]) -> Result<Vec<Arg>> {
     let mut args: Vec<Arg> = Vec::new();
@@ -56,11 +128,24 @@ pub(crate) fn parse_args(tokens: TokenStream, allowed: &[&str]) -> Result<Vec<Ar
                 return Err(Error::new(span, format!("expected `=` after `{key_text}`, e.g. `{key_text} = ...`")));
             }
         }
+        // Up to the next comma outside `<…>` (`state = HashMap<K, V>`);
+        // commas inside brackets are inside a group already.
         let mut value = TokenStream::new();
+        let (mut angle, mut after_minus) = (0usize, false);
         while let Some(t) = iter.peek() {
-            if matches!(t, TokenTree::Punct(p) if p.as_char() == ',') {
-                iter.next();
-                break;
+            if let TokenTree::Punct(p) = t {
+                match p.as_char() {
+                    ',' if angle == 0 => {
+                        iter.next();
+                        break;
+                    }
+                    '<' => angle += 1,
+                    '>' if !after_minus => angle = angle.saturating_sub(1),
+                    _ => {}
+                }
+                after_minus = p.as_char() == '-';
+            } else {
+                after_minus = false;
             }
             value.extend(iter.next());
         }
@@ -74,15 +159,13 @@ pub(crate) fn parse_args(tokens: TokenStream, allowed: &[&str]) -> Result<Vec<Ar
 
 /// A string literal value.
 pub(crate) fn lit_str(arg: &Arg) -> Result<LitStr> {
-    syn::parse2::<LitStr>(arg.value.clone()).map_err(|_| {
-        Error::new(arg.value_span(), format!("`{}` takes a string, e.g. `{} = \"etl\"`", arg.key, arg.key))
-    })
+    syn::parse2::<LitStr>(arg.value.clone()).map_err(|_| arg.error(format!("`{}` takes a string", arg.key)))
 }
 
 /// A path value (`state = AppState`, `crate = ::cloacina_runner`).
 pub(crate) fn path(arg: &Arg) -> Result<Path> {
     syn::parse2::<Path>(arg.value.clone())
-        .map_err(|_| Error::new(arg.value_span(), format!("`{}` takes a path, e.g. `{} = my::Type`", arg.key, arg.key)))
+        .map_err(|_| arg.error(format!("`{}` takes a path, e.g. `{} = my::Type`", arg.key, arg.key)))
 }
 
 /// A task id in a dependency list: an identifier or a string.
@@ -133,7 +216,7 @@ pub(crate) fn duration(arg: &Arg) -> Result<Duration> {
         Ok(Lit::Int(i)) => duration_of(&i).ok_or_else(|| Error::new(i.span(), format!("`{}` takes {hint}", arg.key))),
         Ok(Lit::Str(s)) => humantime::parse_duration(&s.value())
             .map_err(|e| Error::new(s.span(), format!("`{}` takes {hint}: {e}", arg.key))),
-        _ => Err(Error::new(arg.value_span(), format!("`{}` takes {hint}", arg.key))),
+        _ => Err(arg.error(format!("`{}` takes {hint}", arg.key))),
     }
 }
 
@@ -162,7 +245,6 @@ pub(crate) enum Retry {
 /// `linear(4, 500ms)`, a policy string (`"total_attempts=4;
 /// backoff=fixed(1s)"`), or a path to a function returning a policy.
 pub(crate) fn retry(arg: &Arg) -> Result<Retry> {
-    let span = arg.value_span();
     let forms = "expected `none`, `exponential(attempts, base[, multiplier])`, `fixed(attempts, delay)`, \
                  `linear(attempts, step)`, a policy string, or a path to a `fn() -> RetryPolicy`";
     let tokens: Vec<TokenTree> = arg.value.clone().into_iter().collect();
@@ -170,7 +252,7 @@ pub(crate) fn retry(arg: &Arg) -> Result<Retry> {
         [TokenTree::Ident(i)] if i == "none" => RetryPolicy::none(),
         [TokenTree::Literal(_)] => {
             let text = lit_str(arg)?.value();
-            text.parse::<RetryPolicy>().map_err(|e| Error::new(span, format!("invalid retry policy: {e}")))?
+            text.parse::<RetryPolicy>().map_err(|e| arg.error(format!("invalid retry policy: {e}")))?
         }
         [TokenTree::Ident(i), TokenTree::Group(g)]
             if g.delimiter() == Delimiter::Parenthesis
@@ -217,33 +299,30 @@ pub(crate) fn retry(arg: &Arg) -> Result<Retry> {
                 .total_attempts(attempts)
                 .backoff(backoff)
                 .build()
-                .map_err(|e| Error::new(span, format!("invalid retry policy: {e}")))?
+                .map_err(|e| arg.error(format!("invalid retry policy: {e}")))?
         }
         _ => match syn::parse2::<Path>(arg.value.clone()) {
             Ok(p) => return Ok(Retry::Function(p)),
-            Err(_) => return Err(Error::new(span, forms)),
+            Err(_) => return Err(arg.error(forms)),
         },
     };
     // The policy is emitted as text and parsed when the workflow is built:
     // make sure that reads back the same policy.
     match policy.to_string().parse::<RetryPolicy>() {
         Ok(back) if back == policy => Ok(Retry::Checked(policy)),
-        _ => Err(Error::new(span, format!("this retry policy cannot be written as text (`{policy}`); use a function"))),
+        _ => Err(arg.error(format!("this retry policy cannot be written as text (`{policy}`); use a function"))),
     }
 }
 
 /// `trigger = all_done`, `any(one_failed, task_success(check))`, … or the
-/// same as a string.
+/// same as a string (for ids and keys that are not identifiers). Emitted
+/// as constructor code, so any id or key survives.
 pub(crate) fn trigger(arg: &Arg) -> Result<TriggerRule> {
     let text = match syn::parse2::<LitStr>(arg.value.clone()) {
         Ok(s) => s.value(),
-        Err(_) => arg.value.to_string(),
+        Err(_) => tokens_text(arg.value.clone()),
     };
-    let rule: TriggerRule = text.parse().map_err(|e| Error::new(arg.value_span(), format!("{e}")))?;
-    match rule.to_string().parse::<TriggerRule>() {
-        Ok(back) if back == rule => Ok(rule),
-        _ => Err(Error::new(arg.value_span(), format!("this trigger rule cannot be written as text (`{rule}`)"))),
-    }
+    text.parse().map_err(|e| arg.error(e))
 }
 
 fn split_commas(tokens: TokenStream) -> Vec<TokenStream> {

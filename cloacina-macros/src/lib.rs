@@ -7,7 +7,7 @@
 //!
 //! * [`macro@workflow`] on an inline module turns its `#[task]` functions
 //!   into one workflow and adds `pub fn workflow() -> Workflow` (and
-//!   `pub const NAME`) to the module. Unknown dependencies (with the
+//!   `pub const WORKFLOW_NAME`) to the module. Unknown dependencies (with the
 //!   nearest task id suggested), cycles (with their path), duplicate or
 //!   invalid ids and a zero timeout are compile errors on the offending
 //!   token: the macro runs the same `WorkflowBuilder::build` the runtime
@@ -100,14 +100,20 @@ use quote::quote;
 /// The module gains `pub fn workflow() -> Workflow` — or
 /// `pub fn workflow(state: impl Into<Arc<State>>) -> Workflow` when tasks
 /// take shared state, each task then holding a clone of the one `Arc` —
-/// and `pub const NAME: &str`. Items that are not `#[task]` functions are
+/// and `pub const WORKFLOW_NAME: &str`. Items that are not `#[task]` functions are
 /// left as they are.
 ///
 /// Compile errors, on the token at fault: an invalid name, label or task
 /// id (1–128 ASCII letters, digits, `_`, `-`, `.`), a duplicate id, an
 /// unknown dependency (naming the nearest id), a cycle (with its path), a
 /// trigger rule naming a task that is not a dependency, a zero timeout, a
-/// module with no tasks, and every signature error of [`macro@task`].
+/// module with no tasks, a task under `#[cfg]` (the shape would differ
+/// between builds), an item named `workflow` or `WORKFLOW_NAME` (what the
+/// macro adds), and every signature error of [`macro@task`].
+///
+/// Recognised task attributes: `#[task]`, `#[cloacina_runner::task]`,
+/// `#[cloacina_macros::task]` and `#[<crate>::task]`; another crate's
+/// `task` attribute is left alone.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -135,7 +141,7 @@ use quote::quote;
 ///
 /// # fn main() {
 /// let wf = order_flow::workflow(Shop { orders_seen: AtomicU64::new(0) });
-/// assert_eq!(order_flow::NAME, "orders");
+/// assert_eq!(order_flow::WORKFLOW_NAME, "orders");
 /// assert_eq!(wf.dependents_of("receive"), ["notify"]);
 /// # }
 /// ```

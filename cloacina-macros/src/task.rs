@@ -3,10 +3,11 @@
 
 use std::time::Duration;
 
-use cloacina_core::TriggerRule;
+use cloacina_core::{TriggerRule, ValueCondition};
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use sha2::{Digest, Sha256};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{Error, FnArg, Ident, ItemFn, Result, ReturnType, Type};
 
@@ -75,7 +76,7 @@ const SIGNATURE: &str = "a task is `async fn name(ctx: &mut Context, …) -> Res
 
 /// Reads `#[task(args)]` on `func`.
 pub(crate) fn analyze(args: Vec<attrs::Arg>, func: ItemFn) -> Result<TaskDef> {
-    let mut id = func.sig.ident.to_string();
+    let mut id = func.sig.ident.unraw().to_string();
     let mut id_span = func.sig.ident.span();
     let mut deps = Vec::new();
     let (mut retry, mut timeout, mut trigger) = (None, None, None);
@@ -167,12 +168,13 @@ pub(crate) fn analyze(args: Vec<attrs::Arg>, func: ItemFn) -> Result<TaskDef> {
 }
 
 /// The code fingerprint: a hash of the function's signature and body
-/// tokens (not its attributes, so a changed policy is not a changed body).
+/// tokens (not its attributes, so a changed policy is not a changed body),
+/// printed in one fixed form so a compiler upgrade does not change it.
 fn fingerprint(func: &ItemFn) -> String {
     let mut h = Sha256::new();
-    h.update(func.sig.to_token_stream().to_string());
+    h.update(attrs::tokens_text(func.sig.to_token_stream()));
     h.update("\n");
-    h.update(func.block.to_token_stream().to_string());
+    h.update(attrs::tokens_text(func.block.to_token_stream()));
     h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
@@ -181,45 +183,56 @@ fn fingerprint(func: &ItemFn) -> String {
 pub(crate) fn task_impl(def: &TaskDef, ms: &TokenStream, state: Option<&Type>) -> TokenStream {
     let name = def.struct_name();
     let func = &def.func.sig.ident;
+    // Unusual names: the user's function may be called `run` or `input`.
     let args = def.extras.iter().map(|e| match e {
-        Extra::Run => quote!(run),
+        Extra::Run => quote!(__cloacina_run),
         Extra::State(t) => quote_spanned!(t.span()=> &*self.state),
     });
     let ret_span = match &def.func.sig.output {
         ReturnType::Type(_, t) => t.span(),
         ReturnType::Default => def.func.sig.ident.span(),
     };
-    let call = quote_spanned!(ret_span=> #func(input, #(#args),*).await.map_err(#ms::into_task_error));
+    let call = quote_spanned!(ret_span=> #func(__cloacina_input, #(#args),*).await.map_err(#ms::into_task_error));
     let body = match def.ctx {
         ContextMode::ByRef => quote! {
-            let input = ctx;
+            let __cloacina_input = __cloacina_ctx;
             #call
         },
         ContextMode::ByValue => quote! {
-            let input = ::std::mem::take(ctx);
-            *ctx = #call?;
+            let __cloacina_input = ::std::mem::take(__cloacina_ctx);
+            *__cloacina_ctx = #call?;
             ::core::result::Result::Ok(())
         },
     };
+    let cfg = def.func.attrs.iter().filter(|a| a.path().is_ident("cfg"));
+    let cfg2 = cfg.clone();
     let field = state.map(|t| quote!(state: #ms::Arc<#t>,));
     let doc = format!("The task `{}` (`#[task]` on `{}`).", def.id, func);
     quote! {
+        #(#cfg)*
         #[doc = #doc]
         #[doc(hidden)]
         #[allow(non_camel_case_types)]
         struct #name { #field }
 
-        #[#ms::async_trait]
-        impl #ms::Task for #name {
-            async fn execute(
-                &self,
-                ctx: &mut #ms::Context,
-                run: &#ms::TaskRun,
-            ) -> ::core::result::Result<(), #ms::TaskError> {
-                let _ = run;
-                #body
+        // In a block of its own: `async_trait` names `Box` unqualified,
+        // and the user's scope may hold another `Box`.
+        #(#cfg2)*
+        const _: () = {
+            use ::std::boxed::Box;
+
+            #[#ms::async_trait]
+            impl #ms::Task for #name {
+                async fn execute(
+                    &self,
+                    __cloacina_ctx: &mut #ms::Context,
+                    __cloacina_run: &#ms::TaskRun,
+                ) -> ::core::result::Result<(), #ms::TaskError> {
+                    let _ = __cloacina_run;
+                    #body
+                }
             }
-        }
+        };
     }
 }
 
@@ -246,15 +259,93 @@ pub(crate) fn spec_expr(def: &TaskDef, ms: &TokenStream, state: Option<&TokenStr
         None => {}
     }
     if let Some((d, _)) = def.timeout {
-        let ms_value = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-        spec = quote!(#spec.timeout(#ms::millis(#ms_value)));
+        // Exactly the duration validated at compile time.
+        let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+        spec = quote!(#spec.timeout(#ms::Duration::new(#secs, #nanos)));
     }
     if let Some((rule, _)) = &def.trigger {
-        let text = rule.to_string();
-        spec = quote!(#spec.trigger(#ms::trigger(#text)));
+        let rule = trigger_tokens(rule, ms);
+        spec = quote!(#spec.trigger(#rule));
     }
     let code = &def.code;
     quote!(#spec.code_fingerprint(#code))
+}
+
+/// Code that constructs `rule` (not its text: ids and keys may hold
+/// anything).
+fn trigger_tokens(rule: &TriggerRule, ms: &TokenStream) -> TokenStream {
+    let string = |s: &str| quote!(::std::string::String::from(#s));
+    let list = |rs: &[TriggerRule]| {
+        let items = rs.iter().map(|r| trigger_tokens(r, ms));
+        quote!(::std::vec![#(#items),*])
+    };
+    match rule {
+        TriggerRule::AllSuccess => quote!(#ms::TriggerRule::AllSuccess),
+        TriggerRule::AllDone => quote!(#ms::TriggerRule::AllDone),
+        TriggerRule::OneSuccess => quote!(#ms::TriggerRule::OneSuccess),
+        TriggerRule::OneFailed => quote!(#ms::TriggerRule::OneFailed),
+        TriggerRule::NoneFailed => quote!(#ms::TriggerRule::NoneFailed),
+        TriggerRule::TaskSuccess(t) => {
+            let t = string(t);
+            quote!(#ms::TriggerRule::TaskSuccess(#t))
+        }
+        TriggerRule::TaskFailed(t) => {
+            let t = string(t);
+            quote!(#ms::TriggerRule::TaskFailed(#t))
+        }
+        TriggerRule::TaskSkipped(t) => {
+            let t = string(t);
+            quote!(#ms::TriggerRule::TaskSkipped(#t))
+        }
+        TriggerRule::ContextValue { key, condition } => {
+            let key = string(key);
+            let json = |v: &cloacina_core::__macro_support::Value| {
+                let text = v.to_string();
+                quote!(#ms::json(#text))
+            };
+            let condition = match condition {
+                ValueCondition::Equals(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::Equals(#v))
+                }
+                ValueCondition::NotEquals(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::NotEquals(#v))
+                }
+                ValueCondition::GreaterThan(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::GreaterThan(#v))
+                }
+                ValueCondition::LessThan(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::LessThan(#v))
+                }
+                ValueCondition::Contains(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::Contains(#v))
+                }
+                ValueCondition::NotContains(v) => {
+                    let v = json(v);
+                    quote!(#ms::ValueCondition::NotContains(#v))
+                }
+                ValueCondition::Exists => quote!(#ms::ValueCondition::Exists),
+                ValueCondition::NotExists => quote!(#ms::ValueCondition::NotExists),
+            };
+            quote!(#ms::TriggerRule::ContextValue { key: #key, condition: #condition })
+        }
+        TriggerRule::All(rs) => {
+            let l = list(rs);
+            quote!(#ms::TriggerRule::All(#l))
+        }
+        TriggerRule::Any(rs) => {
+            let l = list(rs);
+            quote!(#ms::TriggerRule::Any(#l))
+        }
+        TriggerRule::None(rs) => {
+            let l = list(rs);
+            quote!(#ms::TriggerRule::None(#l))
+        }
+    }
 }
 
 /// `#[task]` outside a `#[workflow]` module: the function, and beside it
@@ -280,11 +371,13 @@ pub(crate) fn expand_standalone(def: TaskDef, ms: &TokenStream) -> TokenStream {
         None => (quote!(), spec_expr(&def, ms, None)),
     };
     let func = &def.func;
+    let cfg = def.func.attrs.iter().filter(|a| a.path().is_ident("cfg"));
     quote! {
         #func
 
         #imp
 
+        #(#cfg)*
         #[doc = #doc]
         #vis fn #ctor(#param) -> #ms::TaskSpec {
             #spec

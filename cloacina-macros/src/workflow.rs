@@ -14,9 +14,16 @@ use crate::task::{self, TaskDef};
 /// The arguments `#[workflow(...)]` takes.
 const WORKFLOW_ARGS: &[&str] = &["name", "version", "state", "crate"];
 
-/// Whether `attr` is `#[task]` / `#[task(...)]` / `#[some::path::task(...)]`.
-fn is_task_attr(attr: &Attribute) -> bool {
-    attr.path().segments.last().is_some_and(|s| s.ident == "task")
+/// Whether `attr` is `#[task]`, `#[cloacina_runner::task]`,
+/// `#[cloacina_macros::task]` or `#[<crate>::task]` (another crate's
+/// `task` attribute, e.g. an executor's, is left alone).
+fn is_task_attr(attr: &Attribute, krate: Option<&Path>) -> bool {
+    let text = |p: &Path| p.segments.iter().map(|s| s.ident.to_string()).collect::<Vec<_>>().join("::");
+    let path = text(attr.path());
+    path == "task"
+        || path == "cloacina_runner::task"
+        || path == "cloacina_macros::task"
+        || krate.is_some_and(|k| path == format!("{}::task", text(k)))
 }
 
 fn task_args(attr: &Attribute) -> Result<TokenStream> {
@@ -34,7 +41,7 @@ pub(crate) fn fallback(mut module: ItemMod) -> TokenStream {
     if let Some((_, items)) = module.content.as_mut() {
         for item in items.iter_mut() {
             if let Item::Fn(f) = item {
-                f.attrs.retain(|a| !is_task_attr(a));
+                f.attrs.retain(|a| !is_task_attr(a, None));
             }
         }
     }
@@ -77,18 +84,44 @@ pub(crate) fn expand(args: TokenStream, mut module: ItemMod) -> Result<TokenStre
     let mut rest: Vec<Item> = Vec::new();
     for item in std::mem::take(items) {
         match item {
-            Item::Fn(mut f) if f.attrs.iter().any(is_task_attr) => {
-                let pos = f.attrs.iter().position(is_task_attr).expect("checked above");
+            Item::Fn(mut f) if f.attrs.iter().any(|a| is_task_attr(a, krate.as_ref())) => {
+                let pos = f.attrs.iter().position(|a| is_task_attr(a, krate.as_ref())).expect("checked above");
                 let attr = f.attrs.remove(pos);
-                if f.attrs.iter().any(is_task_attr) {
+                if f.attrs.iter().any(|a| is_task_attr(a, krate.as_ref())) {
                     return Err(Error::new(f.sig.ident.span(), "`#[task]` is given twice"));
+                }
+                if let Some(cfg) = f.attrs.iter().find(|a| a.path().is_ident("cfg") || a.path().is_ident("cfg_attr")) {
+                    return Err(Error::new_spanned(
+                        cfg,
+                        "a task of a #[workflow] module cannot be conditional: the workflow's shape would differ \
+                         between builds; decide in the task's body or with a trigger rule, or assemble such a \
+                         workflow at run time with `Workflow::builder`",
+                    ));
                 }
                 tasks.push(task::analyze(attrs::parse_args(task_args(&attr)?, task::TASK_ARGS)?, f)?);
             }
-            other => rest.push(other),
+            other => {
+                if let Some(ident) = generated_name(&other) {
+                    return Err(Error::new(
+                        ident.span(),
+                        format!(
+                            "`{ident}` is what #[workflow] adds to the module (`pub fn workflow`, \
+                             `pub const WORKFLOW_NAME`); rename this item"
+                        ),
+                    ));
+                }
+                rest.push(other)
+            }
         }
     }
 
+    if let Some(t) = tasks.iter().find(|t| t.func.sig.ident == "workflow") {
+        return Err(Error::new(
+            t.func.sig.ident.span(),
+            "a task function cannot be called `workflow`: #[workflow] adds `pub fn workflow` to the module; \
+             rename the function and keep the id with `#[task(id = \"workflow\")]`",
+        ));
+    }
     validate(&name, label.as_ref(), &tasks, module.ident.span())?;
     let state = state_type(state_decl, &tasks)?;
 
@@ -109,6 +142,8 @@ pub(crate) fn expand(args: TokenStream, mut module: ItemMod) -> Result<TokenStre
         ),
         None => (quote!(), quote!()),
     };
+    // Declared with `state = T` while no task takes it: still accepted.
+    let prelude = if state.is_some() { quote!(#prelude let _ = &state;) } else { prelude };
     let funcs = tasks.iter().map(|t| &t.func);
     let name_doc = format!("The workflow's name, `{wf_name}`.");
     let generated: Vec<Item> = vec![syn::parse_quote! {
@@ -120,7 +155,7 @@ pub(crate) fn expand(args: TokenStream, mut module: ItemMod) -> Result<TokenStre
     }];
     let name_const: Item = syn::parse_quote! {
         #[doc = #name_doc]
-        pub const NAME: &str = #wf_name;
+        pub const WORKFLOW_NAME: &str = #wf_name;
     };
     let mut out_items: Vec<Item> = rest;
     for f in funcs {
@@ -136,6 +171,17 @@ pub(crate) fn expand(args: TokenStream, mut module: ItemMod) -> Result<TokenStre
         *items = out_items;
     }
     Ok(module.into_token_stream())
+}
+
+/// The name of an item that would clash with what the macro adds.
+fn generated_name(item: &Item) -> Option<&syn::Ident> {
+    let ident = match item {
+        Item::Fn(f) => &f.sig.ident,
+        Item::Const(c) => &c.ident,
+        Item::Static(s) => &s.ident,
+        _ => return None,
+    };
+    (ident == "workflow" || ident == "WORKFLOW_NAME").then_some(ident)
 }
 
 /// The shared-state type: the one declared with `state = T`, else the one

@@ -32,7 +32,7 @@
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let runner = DefaultRunner::builder().database_url("sqlite://etl.db").workflow(etl::workflow()).build().await?;
-//! let result = runner.execute(etl::NAME, Context::new()).await?;
+//! let result = runner.execute(etl::WORKFLOW_NAME, Context::new()).await?;
 //! assert!(result.is_success());
 //! assert_eq!(result.context.get(LOADED)?, 3);
 //! runner.shutdown().await?;

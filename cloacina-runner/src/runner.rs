@@ -287,7 +287,9 @@ impl DefaultRunner {
 
     /// Like [`execute`](Self::execute), giving up waiting after `timeout`
     /// with [`RunnerError::WaitTimeout`] (naming the execution, which goes
-    /// on: wait for it again with [`handle`](Self::handle)).
+    /// on: wait for it again with [`handle`](Self::handle)). The timeout
+    /// counts from when the execution is stored: submitting it may wait
+    /// first while the writer's queue is full.
     ///
     /// ```no_run
     /// # async fn demo(runner: cloacina_runner::DefaultRunner) -> Result<(), Box<dyn std::error::Error>> {

@@ -54,7 +54,7 @@ async fn diamond_data_flow(db: TestDb) {
     let runner = db.builder().workflow(diamond::workflow()).build().await.unwrap();
     let mut input = Context::new();
     input.set("input", 1).unwrap();
-    let r = runner.execute(diamond::NAME, input).await.unwrap();
+    let r = runner.execute(diamond::WORKFLOW_NAME, input).await.unwrap();
     assert_eq!(r.status, WorkflowState::Completed, "{r:?}");
     let keys = |k: &str| r.context.get_as::<Vec<String>>(k).unwrap();
     assert_eq!(keys("a"), ["input"], "the root gets the input");

@@ -123,7 +123,7 @@ impl<T: Serialize> WriteKey<T> for Key<T> {
 /// (`Option<&Value>`), a [`Key<T>`] gives a `T` (`Result<T, ContextError>`).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a context key",
-    note = "use a string (`&str`, `&String`) or a typed `Key<T>`"
+    note = "use a reference to a string (`&str`, `&String`, `&Cow<str>`, …) or a typed `Key<T>`"
 )]
 pub trait ReadKey<'c> {
     /// What reading it returns.
@@ -132,17 +132,10 @@ pub trait ReadKey<'c> {
     fn read(self, ctx: &'c Context) -> Self::Output;
 }
 
-impl<'c> ReadKey<'c> for &str {
+impl<'c, S: AsRef<str> + ?Sized> ReadKey<'c> for &S {
     type Output = Option<&'c Value>;
     fn read(self, ctx: &'c Context) -> Self::Output {
-        ctx.data.get(self)
-    }
-}
-
-impl<'c> ReadKey<'c> for &String {
-    type Output = Option<&'c Value>;
-    fn read(self, ctx: &'c Context) -> Self::Output {
-        ctx.data.get(self.as_str())
+        ctx.data.get(self.as_ref())
     }
 }
 
@@ -210,6 +203,13 @@ mod tests {
         let mut ctx = Context::new();
         ctx.set(COUNT, 1).unwrap();
         assert!(ctx.contains_key(COUNT));
+        // Any reference to a string reads the raw value.
+        let names = ["count"];
+        for name in names.iter() {
+            assert!(ctx.get(name).is_some(), "a `&&str`");
+        }
+        assert!(ctx.get(&std::borrow::Cow::Borrowed("count")).is_some());
+        assert!(ctx.get(&std::sync::Arc::<str>::from("count")).is_some());
         assert!(ctx.remove(COUNT).is_some());
         assert!(!ctx.contains_key("count"));
     }

@@ -150,8 +150,11 @@ fn rule(text: &str) -> Result<TriggerRule, TriggerRuleError> {
 
 impl FromStr for TriggerRule {
     type Err = TriggerRuleError;
-    /// Parses the form `Display` writes; whitespace between parts is free,
-    /// ids and keys may be quoted (`task_success("load-2")`).
+    /// Parses the form `Display` writes; whitespace between parts is free.
+    /// Ids and keys may be quoted as JSON strings (`task_success("load-2")`),
+    /// and must be when they hold `,`, brackets, quotes or surrounding
+    /// spaces (`Display` writes them bare, so for those its text does not
+    /// parse back).
     ///
     /// ```
     /// use cloacina_core::{TriggerRule, ValueCondition};

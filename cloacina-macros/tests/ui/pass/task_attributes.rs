@@ -58,7 +58,7 @@ mod forms {
 
 fn main() {
     let wf = forms::workflow();
-    assert_eq!(forms::NAME, "forms");
+    assert_eq!(forms::WORKFLOW_NAME, "forms");
     assert_eq!(wf.name(), "forms");
     assert_eq!(wf.label(), None);
     assert_eq!(wf.topological_order(), ["first-task", "exp2", "exp3", "fixed", "linear", "string_policy", "path_policy"]);
