@@ -1,8 +1,9 @@
 //! One benchmark workload in one process, so its peak RSS is its own.
 //! Driven by `cargo xtask bench`; prints one JSON object on stdout.
 //!
-//! `cloacina-bench --workload simple|pipeline|parallel|burn|versions|latency|recovery|sqlite-commits
-//!   --url URL [--workflows N] [--concurrency C] [--queued N] [--versions N] [--runner PATH]`
+//! `cloacina-bench --workload simple|pipeline|parallel|burn|versions|fanout|chain|latency|recovery|sqlite-commits
+//!   --url URL [--workflows N] [--concurrency C] [--queued N] [--versions N] [--width W] [--depth D]
+//!   [--executions E] [--runner PATH]`
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -427,6 +428,106 @@ async fn recovery(
     })
 }
 
+/// Output bytes the bench's task bodies handed back (what storage keeps
+/// as their outputs), summed.
+static OUTPUT_BYTES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn count_output(ctx: &Context) {
+    OUTPUT_BYTES.fetch_add(ctx.serialized_size() as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `1 → width → 1` in one workflow: a root, `width` branches that each
+/// write one key, and a join that counts them.
+fn fanout_workflow(width: usize) -> Workflow {
+    let noop = |id: String, deps: Vec<String>| {
+        TaskSpec::new(
+            id.clone(),
+            task_fn(move |mut ctx: Context| {
+                let id = id.clone();
+                async move {
+                    if id == "join" {
+                        let n = ctx.keys().filter(|k| k.starts_with('b')).count();
+                        ctx.set("branches", n)?;
+                    } else if id != "root" {
+                        ctx.set(&id, 1)?;
+                    }
+                    count_output(&ctx);
+                    Ok::<_, TaskError>(ctx)
+                }
+            }),
+        )
+        .depends_on(deps)
+        .retry(RetryPolicy::none())
+    };
+    let branches: Vec<String> = (0..width).map(|i| format!("b{i}")).collect();
+    let mut b = Workflow::builder(format!("fanout_{width}")).task(noop("root".into(), vec![]));
+    for id in &branches {
+        b = b.task(noop(id.clone(), vec!["root".into()]));
+    }
+    b.task(noop("join".into(), branches)).build().expect("valid")
+}
+
+/// A chain of `depth` tasks, each adding a key to the context it passes on.
+fn chain_workflow(depth: usize) -> Workflow {
+    let mut b = Workflow::builder(format!("chain_{depth}"));
+    for i in 0..depth {
+        let key = format!("s{i}");
+        let spec = TaskSpec::new(
+            key.clone(),
+            task_fn(move |mut ctx: Context| {
+                let key = key.clone();
+                async move {
+                    ctx.set(&key, i)?;
+                    count_output(&ctx);
+                    Ok::<_, TaskError>(ctx)
+                }
+            }),
+        )
+        .retry(RetryPolicy::none());
+        b = b.task(if i == 0 { spec } else { spec.depends_on([format!("s{}", i - 1)]) });
+    }
+    b.build().expect("valid")
+}
+
+/// `executions` executions of `wf` started at once; every one must
+/// complete with `check` holding on its result.
+async fn wide_or_deep(
+    url: &str,
+    label: &str,
+    wf: Workflow,
+    executions: usize,
+    check: impl Fn(&Context) -> bool,
+) -> serde_json::Value {
+    let tasks = wf.len() * executions;
+    let name = wf.name().to_owned();
+    let r = DefaultRunner::builder()
+        .database_url(url)
+        .max_concurrent_tasks(64)
+        .pool_size(16)
+        .workflow(wf)
+        .build()
+        .await
+        .expect("runner");
+    let started = Instant::now();
+    let mut handles = Vec::with_capacity(executions);
+    for _ in 0..executions {
+        handles.push(r.execute_async(&name, Context::new()).await.expect("execute"));
+    }
+    let mut failures = 0usize;
+    for h in handles {
+        let res = h.await.expect("wait");
+        failures += usize::from(!(res.is_success() && check(&res.context)));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    r.shutdown().await.expect("shutdown");
+    let bytes = OUTPUT_BYTES.load(std::sync::atomic::Ordering::Relaxed);
+    serde_json::json!({
+        "workload": label, "executions": executions, "tasks": tasks, "seconds": secs,
+        "tasks_per_s": tasks as f64 / secs, "output_bytes_per_task": bytes as f64 / tasks as f64,
+        "failures": failures, "peak_rss_kib": peak_rss_kib(),
+    })
+}
+
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
@@ -448,6 +549,20 @@ async fn main() {
             let queued = get(&a, "queued", 1000usize);
             let rounds = get(&a, "rounds", if queued <= 10_000 { 10 } else { 1 });
             burn(&url, queued, rounds).await
+        }
+        "fanout" => {
+            let width = get(&a, "width", 500usize);
+            let executions = get(&a, "executions", 1usize);
+            let label = format!("fanout_{width}x{executions}");
+            wide_or_deep(&url, &label, fanout_workflow(width), executions, |c| {
+                c.get_as::<usize>("branches").ok() == Some(width)
+            })
+            .await
+        }
+        "chain" => {
+            let depth = get(&a, "depth", 500usize);
+            let label = format!("chain_{depth}");
+            wide_or_deep(&url, &label, chain_workflow(depth), get(&a, "executions", 1usize), |c| c.len() == depth).await
         }
         "latency" => latency(&url).await,
         "sqlite-commits" => sqlite_commits(&url).await,
