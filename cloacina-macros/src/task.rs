@@ -279,72 +279,46 @@ fn trigger_tokens(rule: &TriggerRule, ms: &TokenStream) -> TokenStream {
         let items = rs.iter().map(|r| trigger_tokens(r, ms));
         quote!(::std::vec![#(#items),*])
     };
-    match rule {
-        TriggerRule::AllSuccess => quote!(#ms::TriggerRule::AllSuccess),
-        TriggerRule::AllDone => quote!(#ms::TriggerRule::AllDone),
-        TriggerRule::OneSuccess => quote!(#ms::TriggerRule::OneSuccess),
-        TriggerRule::OneFailed => quote!(#ms::TriggerRule::OneFailed),
-        TriggerRule::NoneFailed => quote!(#ms::TriggerRule::NoneFailed),
-        TriggerRule::TaskSuccess(t) => {
-            let t = string(t);
-            quote!(#ms::TriggerRule::TaskSuccess(#t))
-        }
-        TriggerRule::TaskFailed(t) => {
-            let t = string(t);
-            quote!(#ms::TriggerRule::TaskFailed(#t))
-        }
-        TriggerRule::TaskSkipped(t) => {
-            let t = string(t);
-            quote!(#ms::TriggerRule::TaskSkipped(#t))
-        }
+    // (variant, its one argument if any)
+    let (variant, arg) = match rule {
+        TriggerRule::AllSuccess => ("AllSuccess", None),
+        TriggerRule::AllDone => ("AllDone", None),
+        TriggerRule::OneSuccess => ("OneSuccess", None),
+        TriggerRule::OneFailed => ("OneFailed", None),
+        TriggerRule::NoneFailed => ("NoneFailed", None),
+        TriggerRule::TaskSuccess(t) => ("TaskSuccess", Some(string(t))),
+        TriggerRule::TaskFailed(t) => ("TaskFailed", Some(string(t))),
+        TriggerRule::TaskSkipped(t) => ("TaskSkipped", Some(string(t))),
+        TriggerRule::All(rs) => ("All", Some(list(rs))),
+        TriggerRule::Any(rs) => ("Any", Some(list(rs))),
+        TriggerRule::None(rs) => ("None", Some(list(rs))),
         TriggerRule::ContextValue { key, condition } => {
             let key = string(key);
-            let json = |v: &cloacina_core::__macro_support::Value| {
-                let text = v.to_string();
-                quote!(#ms::json(#text))
+            let (cond, value) = match condition {
+                ValueCondition::Equals(v) => ("Equals", Some(v)),
+                ValueCondition::NotEquals(v) => ("NotEquals", Some(v)),
+                ValueCondition::GreaterThan(v) => ("GreaterThan", Some(v)),
+                ValueCondition::LessThan(v) => ("LessThan", Some(v)),
+                ValueCondition::Contains(v) => ("Contains", Some(v)),
+                ValueCondition::NotContains(v) => ("NotContains", Some(v)),
+                ValueCondition::Exists => ("Exists", None),
+                ValueCondition::NotExists => ("NotExists", None),
             };
-            let condition = match condition {
-                ValueCondition::Equals(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::Equals(#v))
+            let cond = format_ident!("{cond}");
+            let condition = match value {
+                Some(v) => {
+                    let text = v.to_string();
+                    quote!(#ms::ValueCondition::#cond(#ms::json(#text)))
                 }
-                ValueCondition::NotEquals(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::NotEquals(#v))
-                }
-                ValueCondition::GreaterThan(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::GreaterThan(#v))
-                }
-                ValueCondition::LessThan(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::LessThan(#v))
-                }
-                ValueCondition::Contains(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::Contains(#v))
-                }
-                ValueCondition::NotContains(v) => {
-                    let v = json(v);
-                    quote!(#ms::ValueCondition::NotContains(#v))
-                }
-                ValueCondition::Exists => quote!(#ms::ValueCondition::Exists),
-                ValueCondition::NotExists => quote!(#ms::ValueCondition::NotExists),
+                None => quote!(#ms::ValueCondition::#cond),
             };
-            quote!(#ms::TriggerRule::ContextValue { key: #key, condition: #condition })
+            return quote!(#ms::TriggerRule::ContextValue { key: #key, condition: #condition });
         }
-        TriggerRule::All(rs) => {
-            let l = list(rs);
-            quote!(#ms::TriggerRule::All(#l))
-        }
-        TriggerRule::Any(rs) => {
-            let l = list(rs);
-            quote!(#ms::TriggerRule::Any(#l))
-        }
-        TriggerRule::None(rs) => {
-            let l = list(rs);
-            quote!(#ms::TriggerRule::None(#l))
-        }
+    };
+    let variant = format_ident!("{variant}");
+    match arg {
+        Some(a) => quote!(#ms::TriggerRule::#variant(#a)),
+        None => quote!(#ms::TriggerRule::#variant),
     }
 }
 
