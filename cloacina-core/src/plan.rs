@@ -47,29 +47,14 @@ pub struct ContextSource<'a> {
 /// without it, context rules see an empty context.
 pub fn advance(wf: &Workflow, states: &mut [TaskState], contexts: Option<ContextSource<'_>>) -> Vec<PlannedTransition> {
     let mut planned = Vec::new();
-    let empty = Context::new();
-    let no_outputs = HashMap::new();
     for i in 0..wf.len() {
         if states[i] != TaskState::NotStarted {
             continue;
         }
-        let deps = wf.dependency_indices(i);
-        if !deps.iter().all(|&d| states[d].is_terminal()) {
+        if !wf.dependency_indices(i).iter().all(|&d| states[d].is_terminal()) {
             continue;
         }
-        let outcomes: Vec<DependencyOutcome<'_>> =
-            deps.iter().map(|&d| DependencyOutcome { task: wf.tasks()[d].id(), state: states[d] }).collect();
-        let rule = wf.tasks()[i].trigger_rule();
-        let ctx = if rule.needs_context() {
-            let src = contexts.unwrap_or(ContextSource { input: &empty, outputs: &no_outputs });
-            input_for(wf, i, states, src)
-        } else {
-            Context::new()
-        };
-        let (event, reason) = match rule.evaluate(&outcomes, &ctx) {
-            TriggerDecision::Run => (TaskEvent::DependenciesMet, None),
-            TriggerDecision::Skip(r) => (TaskEvent::Skip, Some(r)),
-        };
+        let (event, reason) = decide(wf, i, &|d| states[d], contexts);
         let from = states[i];
         // NotStarted accepts both events; the machine is still the judge.
         let to = from.apply(event).unwrap_or(from);
@@ -77,6 +62,34 @@ pub fn advance(wf: &Workflow, states: &mut [TaskState], contexts: Option<Context
         planned.push(PlannedTransition { task: i, from, to, reason });
     }
     planned
+}
+
+/// Evaluates the trigger rule of task `task`, whose dependencies are all
+/// terminal (`state_of` gives their states): [`TaskEvent::DependenciesMet`]
+/// or [`TaskEvent::Skip`] with the reason. `contexts` is read only when the
+/// rule reads the context (see [`advance`]).
+pub fn decide(
+    wf: &Workflow,
+    task: usize,
+    state_of: &dyn Fn(usize) -> TaskState,
+    contexts: Option<ContextSource<'_>>,
+) -> (TaskEvent, Option<String>) {
+    let deps = wf.dependency_indices(task);
+    let outcomes: Vec<DependencyOutcome<'_>> =
+        deps.iter().map(|&d| DependencyOutcome { task: wf.tasks()[d].id(), state: state_of(d) }).collect();
+    let rule = wf.tasks()[task].trigger_rule();
+    let ctx = if rule.needs_context() {
+        let empty = Context::new();
+        let no_outputs = HashMap::new();
+        let src = contexts.unwrap_or(ContextSource { input: &empty, outputs: &no_outputs });
+        input_from(wf, task, state_of, src)
+    } else {
+        Context::new()
+    };
+    match rule.evaluate(&outcomes, &ctx) {
+        TriggerDecision::Run => (TaskEvent::DependenciesMet, None),
+        TriggerDecision::Skip(r) => (TaskEvent::Skip, Some(r)),
+    }
 }
 
 /// The states of a new execution: every task NotStarted, then roots
@@ -91,7 +104,13 @@ pub fn initial_states(wf: &Workflow, input: &Context) -> (Vec<TaskState>, Vec<Pl
 /// Indices of the completed dependencies whose outputs make up the input of
 /// task `task`, in topological order.
 pub fn input_sources(wf: &Workflow, task: usize, states: &[TaskState]) -> Vec<usize> {
-    wf.dependency_indices(task).iter().copied().filter(|&d| states[d] == TaskState::Completed).collect()
+    sources_of(wf, task, &|d| states[d])
+}
+
+/// [`input_sources`], with the states given by a function (of the
+/// dependencies only).
+pub fn sources_of(wf: &Workflow, task: usize, state_of: &dyn Fn(usize) -> TaskState) -> Vec<usize> {
+    wf.dependency_indices(task).iter().copied().filter(|&d| state_of(d) == TaskState::Completed).collect()
 }
 
 /// The input context of task `task`: the merge of its completed
@@ -99,7 +118,18 @@ pub fn input_sources(wf: &Workflow, task: usize, states: &[TaskState]) -> Vec<us
 /// execution input when it has no completed dependency. See
 /// [`crate::context`].
 pub fn input_for(wf: &Workflow, task: usize, states: &[TaskState], src: ContextSource<'_>) -> Context {
-    let sources = input_sources(wf, task, states);
+    input_from(wf, task, &|d| states[d], src)
+}
+
+/// [`input_for`], with the states given by a function (of the dependencies
+/// only).
+pub fn input_from(
+    wf: &Workflow,
+    task: usize,
+    state_of: &dyn Fn(usize) -> TaskState,
+    src: ContextSource<'_>,
+) -> Context {
+    let sources = sources_of(wf, task, state_of);
     if sources.is_empty() {
         return src.input.clone();
     }

@@ -356,6 +356,7 @@ impl SqlBackend for PgBackend {
         &self,
         txn: &DatabaseTransaction,
         ids: &[uuid::Uuid],
+        with_tasks: bool,
     ) -> Result<Option<LockedRows>, DbErr> {
         if ids.is_empty() {
             return Ok(Some(LockedRows::default()));
@@ -367,10 +368,17 @@ impl SqlBackend for PgBackend {
         // Rows are locked in id order, so concurrent lockers never deadlock.
         let lock = format!(
             "SELECT id, workflow_name, workflow_version, state, error, origin, created_at, updated_at, finished_at, \
-             workflow_label \
+             workflow_label, unfinished \
              FROM workflow_executions WHERE id IN ({params}) ORDER BY id FOR UPDATE"
         );
         let heads = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, lock, values())).await?;
+        let mut locked = LockedRows::default();
+        for r in &heads {
+            locked.heads.push(ExecutionHead::from_query_result(r, "")?);
+        }
+        if !with_tasks {
+            return Ok(Some(locked));
+        }
         // The task rows are read by a second statement, after the locks were
         // granted: under READ COMMITTED a statement that waited for a lock
         // still reads other rows from the snapshot it started with, so
@@ -380,10 +388,6 @@ impl SqlBackend for PgBackend {
         let tasks =
             format!("SELECT * FROM task_executions WHERE execution_id IN ({params}) ORDER BY execution_id, position");
         let tasks = txn.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, tasks, values())).await?;
-        let mut locked = LockedRows::default();
-        for r in &heads {
-            locked.heads.push(ExecutionHead::from_query_result(r, "")?);
-        }
         for r in &tasks {
             locked.tasks.push(task_executions::Model::from_query_result(r, "")?);
         }

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 
 use cloacina_sql::columns::{self, TASK_COLUMNS, TaskRow};
 use cloacina_sql::rows::{storable, storable_text};
-use cloacina_sql::writes::task_placement;
+use cloacina_sql::writes::{delta, forget, initial_unfinished, initial_waiting, task_placement};
 use cloacina_sql::{SqlBackend, TxError};
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, Statement};
 use serde_json::{Value as J, json};
@@ -32,10 +32,12 @@ static SQL: LazyLock<String> = LazyLock::new(|| {
         "\
 WITH ie AS (
   INSERT INTO workflow_executions (id, workflow_name, workflow_version, workflow_label, state, input, error, origin,
-       created_at, updated_at, finished_at)
-  SELECT id, workflow_name, workflow_version, workflow_label, state, input, error, origin, created_at, updated_at, finished_at
+       created_at, updated_at, finished_at, unfinished)
+  SELECT id, workflow_name, workflow_version, workflow_label, state, input, error, origin, created_at, updated_at,
+       finished_at, unfinished
   FROM json_to_recordset($1::json) AS v(id uuid, workflow_name text, workflow_version text, workflow_label text,
-       state text, input text, error text, origin text, created_at bigint, updated_at bigint, finished_at bigint)
+       state text, input text, error text, origin text, created_at bigint, updated_at bigint, finished_at bigint,
+       unfinished integer)
   RETURNING 1),
 it AS (
   INSERT INTO task_executions ({all}, updated_at)
@@ -43,14 +45,27 @@ it AS (
   FROM json_to_recordset($2::json) AS v({all_typed})
   RETURNING 1),
 ut AS (
-  UPDATE task_executions AS t SET {set}, updated_at = $7
-  FROM json_to_recordset($3::json) AS v(id uuid, {mutable_typed}, expect_state text, expect_token bigint)
+  UPDATE task_executions AS t SET {set}, waiting_on = t.waiting_on + v.waiting_delta, updated_at = $7
+  FROM json_to_recordset($3::json) AS v(id uuid, {mutable_typed}, expect_state text, expect_token bigint,
+       waiting_delta integer)
   WHERE t.id = ANY($10) AND t.id = v.id AND t.state = v.expect_state AND t.fencing_token = v.expect_token
   RETURNING 1),
 ux AS (
-  UPDATE workflow_executions AS x SET state = v.state, error = v.error, finished_at = v.finished_at, updated_at = $7
-  FROM json_to_recordset($4::json) AS v(id uuid, state text, error text, finished_at bigint, expect_state text)
+  UPDATE workflow_executions AS x SET state = v.state, error = v.error, finished_at = v.finished_at,
+       unfinished = CASE WHEN v.forget = 1 THEN NULL ELSE x.unfinished + v.delta END, updated_at = $7
+  FROM json_to_recordset($4::json) AS v(id uuid, state text, error text, finished_at bigint, expect_state text,
+       forget integer, delta integer)
   WHERE x.id = ANY($11) AND x.id = v.id AND x.state = v.expect_state
+  RETURNING 1),
+uw AS (
+  UPDATE task_executions AS t SET waiting_on = t.waiting_on + v.delta
+  FROM json_to_recordset($12::json) AS v(execution_id uuid, position integer, delta integer)
+  WHERE t.execution_id = ANY($13) AND t.execution_id = v.execution_id AND t.position = v.position
+  RETURNING 1),
+uu AS (
+  UPDATE workflow_executions AS x SET unfinished = CASE WHEN v.forget = 1 THEN NULL ELSE x.unfinished + v.delta END
+  FROM json_to_recordset($14::json) AS v(id uuid, forget integer, delta integer)
+  WHERE x.id = ANY($15) AND x.id = v.id
   RETURNING 1),
 io AS (
   INSERT INTO task_outputs (task_execution_id, execution_id, task_name, context, created_at)
@@ -66,7 +81,8 @@ iv AS (
 nt AS (
   SELECT pg_notify($8, p) FROM json_array_elements_text($9::json) AS p)
 SELECT (SELECT count(*) FROM ie) + (SELECT count(*) FROM it) + (SELECT count(*) FROM ut)
-     + (SELECT count(*) FROM ux) + (SELECT count(*) FROM io) + (SELECT count(*) FROM iv),
+     + (SELECT count(*) FROM ux) + (SELECT count(*) FROM io) + (SELECT count(*) FROM iv)
+     + (SELECT count(*) FROM uw) + (SELECT count(*) FROM uu),
        (SELECT count(*) FROM nt)",
         all = all.join(", "),
         all_typed = all_typed.join(", "),
@@ -108,6 +124,7 @@ pub(crate) async fn apply(
                 "state": e.state.as_str(), "input": e.input.to_json(), "error": storable(e.error.as_ref()),
                 "origin": storable_text(&e.origin),
                 "created_at": e.created_at.0, "updated_at": e.updated_at.0, "finished_at": e.finished_at.map(|t| t.0),
+                "unfinished": initial_unfinished(w, e.id),
             })
         })
         .collect();
@@ -117,15 +134,18 @@ pub(crate) async fn apply(
         .iter()
         .zip(&placement)
         .map(|(t, (key, position))| {
-            J::Object(columns::json_object(&TaskRow { record: t, key, position: *position }, false))
+            let waiting_on = initial_waiting(w, t.execution_id, *position);
+            J::Object(columns::json_object(&TaskRow { record: t, key, position: *position, waiting_on }, false))
         })
         .collect();
     let task_updates = w
         .tasks
         .iter()
         .map(|tw| {
-            let mut o = columns::json_object(&TaskRow { record: &tw.row, key: "", position: 0 }, true);
+            let mut o =
+                columns::json_object(&TaskRow { record: &tw.row, key: "", position: 0, waiting_on: None }, true);
             o.insert("id".into(), json!(tw.row.id.0));
+            o.insert("waiting_delta".into(), json!(tw.waiting_delta));
             o.insert("expect_state".into(), json!(tw.expect_state.as_str()));
             o.insert("expect_token".into(), json!(tw.expect_token.0));
             J::Object(o)
@@ -138,6 +158,7 @@ pub(crate) async fn apply(
             json!({
                 "id": x.id.0, "state": x.state.as_str(), "error": storable(x.error.as_ref()),
                 "finished_at": x.finished_at.map(|t| t.0), "expect_state": x.expect_state.as_str(),
+                "forget": forget(x.unfinished), "delta": delta(x.unfinished),
             })
         })
         .collect();
@@ -172,6 +193,17 @@ pub(crate) async fn apply(
         // hashing a scan of them against the JSON rows (of unknown count).
         uuids(w.tasks.iter().map(|t| t.row.id.0)),
         uuids(w.executions.iter().map(|x| x.id.0)),
+        array(
+            w.waiting
+                .iter()
+                .map(|c| json!({"execution_id": c.execution.0, "position": c.position, "delta": c.delta}))
+                .collect(),
+        ),
+        uuids(w.waiting.iter().map(|c| c.execution.0)),
+        array(
+            w.unfinished.iter().map(|(id, c)| json!({"id": id.0, "forget": forget(*c), "delta": delta(*c)})).collect(),
+        ),
+        uuids(w.unfinished.iter().map(|(id, _)| id.0)),
     ];
     let row = txn
         .query_one_raw(Statement::from_sql_and_values(DbBackend::Postgres, SQL.as_str(), values))

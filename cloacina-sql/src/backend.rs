@@ -62,9 +62,14 @@ pub trait SqlBackend: Send + Sync + fmt::Debug + 'static {
     /// (PostgreSQL: `SELECT … FOR UPDATE` in id order, then the task rows in
     /// a later statement, whose snapshot is taken after the locks were
     /// granted; SQLite: nothing, the write transaction is already
-    /// exclusive, and `None`: the caller reads the rows itself).
-    async fn lock_executions(&self, txn: &DatabaseTransaction, ids: &[uuid::Uuid])
-    -> Result<Option<LockedRows>, DbErr>;
+    /// exclusive, and `None`: the caller reads the rows itself). Without
+    /// `with_tasks`, only the heads are read (`tasks` is empty).
+    async fn lock_executions(
+        &self,
+        txn: &DatabaseTransaction,
+        ids: &[uuid::Uuid],
+        with_tasks: bool,
+    ) -> Result<Option<LockedRows>, DbErr>;
 
     /// Claims up to `req.limit` ready rows of the given workflow keys, of
     /// executions that are pending or running, whose `ready_at` has passed:

@@ -42,6 +42,8 @@ pub enum Cell {
     Text(Option<String>),
     /// A 32-bit integer.
     Int(i32),
+    /// A 32-bit integer, maybe NULL.
+    OptInt(Option<i32>),
     /// A 64-bit integer, maybe NULL.
     BigInt(Option<i64>),
 }
@@ -53,6 +55,7 @@ impl Cell {
             Cell::Uuid(u) => (*u).into(),
             Cell::Text(t) => t.clone().into(),
             Cell::Int(i) => (*i).into(),
+            Cell::OptInt(i) => (*i).into(),
             Cell::BigInt(i) => (*i).into(),
         }
     }
@@ -62,6 +65,7 @@ impl Cell {
             Cell::Uuid(u) => Json::String(u.to_string()),
             Cell::Text(t) => t.clone().map_or(Json::Null, Json::String),
             Cell::Int(i) => Json::from(*i),
+            Cell::OptInt(i) => i.map_or(Json::Null, Json::from),
             Cell::BigInt(i) => i.map_or(Json::Null, Json::from),
         }
     }
@@ -76,6 +80,9 @@ pub struct TaskRow<'a> {
     pub key: &'a str,
     /// Its position in the workflow's topological order.
     pub position: i32,
+    /// Its count of dependencies not yet terminal, when known (inserts only;
+    /// updates change it by [`TaskWrite::waiting_delta`](cloacina_core::step::TaskWrite)).
+    pub waiting_on: Option<i32>,
 }
 
 /// A column of `task_executions`: its name, type, whether updates write it
@@ -180,6 +187,7 @@ pub const TASK_COLUMNS: &[TaskColumn] = &[
         mutable: true,
         cell: |r| Cell::BigInt(r.record.finished_at.map(|t| t.0)),
     },
+    TaskColumn { name: "waiting_on", ty: SqlType::Int, mutable: false, cell: |r| Cell::OptInt(r.waiting_on) },
 ];
 
 /// The columns a guarded update writes.

@@ -30,6 +30,7 @@ pub mod writes;
 pub use backend::{LockedRows, SqlBackend, TxError};
 pub use cloacina_core::ports::OpenReport;
 pub use migration::Migrator;
+pub use ops::report::ReportStats;
 pub use storage::SqlStorage;
 
 /// The names of every migration of the schema, oldest first.

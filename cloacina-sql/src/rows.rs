@@ -111,6 +111,8 @@ pub struct ExecutionHead {
     pub finished_at: Option<i64>,
     /// Version label.
     pub workflow_label: Option<String>,
+    /// Tasks not yet terminal, when known.
+    pub unfinished: Option<i32>,
 }
 
 impl From<workflow_executions::Model> for ExecutionHead {
@@ -126,6 +128,7 @@ impl From<workflow_executions::Model> for ExecutionHead {
             updated_at: m.updated_at,
             finished_at: m.finished_at,
             workflow_label: m.workflow_label,
+            unfinished: m.unfinished,
         }
     }
 }
@@ -157,7 +160,9 @@ pub fn execution_from_model(m: workflow_executions::Model) -> Result<ExecutionRe
 }
 
 /// A new execution row.
-pub fn execution_insert(e: &ExecutionRecord) -> workflow_executions::ActiveModel {
+/// A new execution row; `unfinished` is its counter (see
+/// [`NewCounters`](cloacina_core::step::NewCounters)), `None` when unknown.
+pub fn execution_insert(e: &ExecutionRecord, unfinished: Option<i32>) -> workflow_executions::ActiveModel {
     workflow_executions::ActiveModel {
         id: Set(e.id.0),
         workflow_name: Set(e.workflow.name.clone()),
@@ -170,6 +175,7 @@ pub fn execution_insert(e: &ExecutionRecord) -> workflow_executions::ActiveModel
         created_at: Set(e.created_at.0),
         updated_at: Set(e.updated_at.0),
         finished_at: Set(e.finished_at.map(|t| t.0)),
+        unfinished: Set(unfinished),
     }
 }
 

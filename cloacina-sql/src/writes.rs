@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use cloacina_core::ExecutionId;
 use cloacina_core::Timestamp;
-use cloacina_core::step::{ExecutionWrite, TaskWrite, Writes};
+use cloacina_core::step::{CounterChange, ExecutionWrite, TaskWrite, WaitingChange, Writes};
 use sea_orm::ActiveValue::Set;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryTrait, Statement, Value};
 
@@ -59,8 +59,12 @@ impl BulkUpdate {
         self.rows.push(format!("({})", parts.join(", ")));
     }
 
+    /// The statement; `{now}` in `update` (if it is there) becomes `now`.
     fn finish(mut self, columns: &str, update: &str, now: i64) -> Statement {
         let sql = format!("WITH v({columns}) AS (VALUES {}) {update}", self.rows.join(", "));
+        if !sql.contains("{now}") {
+            return Statement::from_sql_and_values(self.backend, sql, self.values);
+        }
         let ph = match self.backend {
             DbBackend::Postgres => format!("${}", self.values.len() + 1),
             _ => "?".to_owned(),
@@ -76,18 +80,20 @@ impl BulkUpdate {
 fn update_tasks(backend: DbBackend, chunk: &[TaskWrite], now: Timestamp) -> Statement {
     let mut b = BulkUpdate::new(backend);
     for w in chunk {
-        let row = TaskRow { record: &w.row, key: "", position: 0 };
+        let row = TaskRow { record: &w.row, key: "", position: 0, waiting_on: None };
         let mut cells: Vec<(Value, Ty)> = vec![(w.row.id.0.into(), Ty::Uuid)];
         cells.extend(columns::mutable().map(|c| ((c.cell)(&row).value(), c.ty)));
         cells.push((w.expect_state.as_str().into(), Ty::Text));
         cells.push((w.expect_token.0.into(), Ty::BigInt));
+        cells.push((w.waiting_delta.into(), Ty::Int));
         b.row(cells);
     }
     let names: Vec<&str> = columns::mutable().map(|c| c.name).collect();
     b.finish(
-        &format!("id, {}, expect_state, expect_token", names.join(", ")),
+        &format!("id, {}, expect_state, expect_token, waiting_delta", names.join(", ")),
         &format!(
-            "UPDATE task_executions SET {}, updated_at = {{now}} FROM v WHERE task_executions.id = v.id \
+            "UPDATE task_executions SET {}, waiting_on = task_executions.waiting_on + v.waiting_delta, \
+             updated_at = {{now}} FROM v WHERE task_executions.id = v.id \
              AND task_executions.state = v.expect_state AND task_executions.fencing_token = v.expect_token",
             columns::set_from("v")
         ),
@@ -122,14 +128,84 @@ fn update_executions(backend: DbBackend, chunk: &[ExecutionWrite], now: Timestam
             (rows::storable(w.error.as_ref()).into(), Ty::Text),
             (w.finished_at.map(|t| t.0).into(), Ty::BigInt),
             (w.expect_state.as_str().into(), Ty::Text),
+            (forget(w.unfinished).into(), Ty::Int),
+            (delta(w.unfinished).into(), Ty::Int),
         ]);
     }
     b.finish(
-        "id, state, error, finished_at, expect_state",
-        "UPDATE workflow_executions SET state = v.state, error = v.error, finished_at = v.finished_at, \
-         updated_at = {now} FROM v WHERE workflow_executions.id = v.id AND workflow_executions.state = v.expect_state",
+        "id, state, error, finished_at, expect_state, forget, delta",
+        &format!(
+            "UPDATE workflow_executions SET state = v.state, error = v.error, finished_at = v.finished_at, \
+             unfinished = {UNFINISHED}, updated_at = {{now}} FROM v \
+             WHERE workflow_executions.id = v.id AND workflow_executions.state = v.expect_state"
+        ),
         now.0,
     )
+}
+
+/// The new value of `workflow_executions.unfinished` from `v.forget` and
+/// `v.delta` (NULL stays NULL: unknown).
+const UNFINISHED: &str = "CASE WHEN v.forget = 1 THEN NULL ELSE workflow_executions.unfinished + v.delta END";
+
+/// 1 when the change forgets the counter.
+pub fn forget(c: CounterChange) -> i32 {
+    i32::from(c == CounterChange::Forget)
+}
+
+/// The amount a change adds (0 for a forget).
+pub fn delta(c: CounterChange) -> i32 {
+    match c {
+        CounterChange::Add(n) => n,
+        CounterChange::Forget => 0,
+    }
+}
+
+/// One statement for counter changes of task rows the step does not
+/// otherwise update, by execution and position.
+fn update_waiting(backend: DbBackend, chunk: &[WaitingChange], now: Timestamp) -> Statement {
+    let mut b = BulkUpdate::new(backend);
+    for c in chunk {
+        b.row(vec![
+            (c.execution.0.into(), Ty::Uuid),
+            (i32::try_from(c.position).unwrap_or(i32::MAX).into(), Ty::Int),
+            (c.delta.into(), Ty::Int),
+        ]);
+    }
+    b.finish(
+        "execution_id, position, delta",
+        "UPDATE task_executions SET waiting_on = task_executions.waiting_on + v.delta FROM v \
+         WHERE task_executions.execution_id = v.execution_id AND task_executions.position = v.position",
+        now.0,
+    )
+}
+
+/// One statement for counter changes of executions the step does not
+/// otherwise update.
+fn update_unfinished(backend: DbBackend, chunk: &[(ExecutionId, CounterChange)], now: Timestamp) -> Statement {
+    let mut b = BulkUpdate::new(backend);
+    for (id, c) in chunk {
+        b.row(vec![(id.0.into(), Ty::Uuid), (forget(*c).into(), Ty::Int), (delta(*c).into(), Ty::Int)]);
+    }
+    b.finish(
+        "id, forget, delta",
+        &format!(
+            "UPDATE workflow_executions SET unfinished = {UNFINISHED} FROM v \
+             WHERE workflow_executions.id = v.id"
+        ),
+        now.0,
+    )
+}
+
+/// The counter a new task row starts with, if the step knew it.
+pub fn initial_waiting(w: &Writes, execution: ExecutionId, position: i32) -> Option<i32> {
+    let c = w.new_counters.get(&execution)?;
+    let n = *c.waiting.get(usize::try_from(position).ok()?)?;
+    i32::try_from(n).ok()
+}
+
+/// The counter a new execution starts with, if the step knew it.
+pub fn initial_unfinished(w: &Writes, execution: ExecutionId) -> Option<i32> {
+    w.new_counters.get(&execution).and_then(|c| i32::try_from(c.unfinished).ok())
 }
 
 /// For each new task row, in order: its workflow key and its position in
@@ -154,7 +230,8 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
     let mut out = Vec::new();
     let mut expected = 0u64;
     for chunk in w.execution_inserts.chunks(CHUNK) {
-        out.push(workflow_executions::Entity::insert_many(chunk.iter().map(rows::execution_insert)).build(backend));
+        let models = chunk.iter().map(|e| rows::execution_insert(e, initial_unfinished(w, e.id)));
+        out.push(workflow_executions::Entity::insert_many(models).build(backend));
         expected += chunk.len() as u64;
     }
     if !w.task_inserts.is_empty() {
@@ -163,7 +240,12 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
             .task_inserts
             .iter()
             .zip(&placement)
-            .map(|(t, (key, pos))| TaskRow { record: t, key, position: *pos })
+            .map(|(t, (key, pos))| TaskRow {
+                record: t,
+                key,
+                position: *pos,
+                waiting_on: initial_waiting(w, t.execution_id, *pos),
+            })
             .collect();
         for chunk in rows.chunks(TASK_INSERT_CHUNK) {
             out.push(insert_tasks(backend, chunk, now));
@@ -176,6 +258,14 @@ fn statements(txn: &DatabaseTransaction, w: &Writes, now: Timestamp) -> Result<(
     }
     for chunk in w.executions.chunks(UPDATE_CHUNK) {
         out.push(update_executions(backend, chunk, now));
+        expected += chunk.len() as u64;
+    }
+    for chunk in w.waiting.chunks(UPDATE_CHUNK) {
+        out.push(update_waiting(backend, chunk, now));
+        expected += chunk.len() as u64;
+    }
+    for chunk in w.unfinished.chunks(UPDATE_CHUNK) {
+        out.push(update_unfinished(backend, chunk, now));
         expected += chunk.len() as u64;
     }
     for chunk in w.outputs.chunks(CHUNK) {

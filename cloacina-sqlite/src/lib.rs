@@ -368,6 +368,7 @@ impl SqlBackend for SqliteBackend {
         &self,
         _txn: &DatabaseTransaction,
         _ids: &[uuid::Uuid],
+        _with_tasks: bool,
     ) -> Result<Option<LockedRows>, DbErr> {
         // An immediate transaction already excludes every other writer.
         Ok(None)

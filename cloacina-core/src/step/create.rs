@@ -58,6 +58,9 @@ impl Step<'_> {
         }
         let mut claimed_any = false;
         if let Some(wf) = self.workflows.get(&exec.workflow).cloned() {
+            if let Some(c) = super::counters::initial(&wf, &rows) {
+                self.out.writes.new_counters.insert(exec.id, c);
+            }
             for row in rows.iter_mut().filter(|r| r.state == TaskState::Ready) {
                 let Some(claim) = self.claim_ready(&wf, row) else { break };
                 // A root's input is the execution's input.

@@ -21,7 +21,11 @@
 //! still matches, and otherwise retries the whole transaction. Nothing
 //! here names a table or a column.
 
+mod counters;
 mod create;
+mod partial;
+#[cfg(test)]
+mod partial_tests;
 mod recover;
 mod report;
 mod snapshot;
@@ -31,13 +35,14 @@ mod tests;
 use std::collections::HashMap;
 
 pub use snapshot::{
-    ExecutionSnapshot, ExecutionWrite, OutputWrite, PendingClaim, SnapshotError, StepOutput, TaskWrite, Writes,
+    CounterChange, ExecutionSnapshot, ExecutionWrite, Needed, NewCounters, OutputWrite, PartialSnapshot, PendingClaim,
+    SnapshotError, StepOutput, TaskWrite, WaitingChange, Writes,
 };
 
 use crate::ids::{ExecutionId, FencingToken, TaskExecutionId, Timestamp};
 use crate::ports::{ClaimOwner, ClaimRequest, ExecutionEvent, FinishedExecution, FinishedSnapshot, Lease, TaskRecord};
 use crate::state::{TaskEvent, TaskState, Transition, TransitionError, WorkflowEvent, WorkflowState};
-use crate::workflow::{Workflow, WorkflowSet};
+use crate::workflow::{Workflow, WorkflowRef, WorkflowSet};
 
 /// Accumulates the consequences of one transaction. See the module docs.
 #[derive(Debug)]
@@ -48,6 +53,9 @@ pub struct Step<'a> {
     out: StepOutput,
     task_write_index: HashMap<TaskExecutionId, usize>,
     exec_write_index: HashMap<ExecutionId, usize>,
+    /// The workflow of each execution whose rows the step changed, for the
+    /// counters (see [`Step::finish`]).
+    exec_refs: HashMap<ExecutionId, WorkflowRef>,
 }
 
 impl<'a> Step<'a> {
@@ -61,6 +69,7 @@ impl<'a> Step<'a> {
             out: StepOutput::default(),
             task_write_index: HashMap::new(),
             exec_write_index: HashMap::new(),
+            exec_refs: HashMap::new(),
         }
     }
 
@@ -93,9 +102,16 @@ impl<'a> Step<'a> {
         self.out.writes.events.push(ExecutionEvent::execution(id, Some(t.from), t.to, None, self.now));
     }
 
-    /// Finishes the step.
-    pub fn finish(self) -> StepOutput {
+    /// Finishes the step: derives the counter changes of every task that
+    /// became terminal (see [`PartialSnapshot`]) and returns what to write.
+    pub fn finish(mut self) -> StepOutput {
+        self.derive_counters();
         self.out
+    }
+
+    /// Remembers the workflow of an execution the step changes.
+    fn note(&mut self, exec: &crate::ports::ExecutionRecord) {
+        self.exec_refs.entry(exec.id).or_insert_with(|| exec.workflow.clone());
     }
 
     fn write_task(&mut self, before: &TaskRecord, after: TaskRecord) {
@@ -107,19 +123,20 @@ impl<'a> Step<'a> {
                     expect_state: before.state,
                     expect_token: before.fencing_token,
                     row: after,
+                    waiting_delta: 0,
                 });
             }
         }
     }
 
-    fn write_execution(&mut self, snap: &ExecutionSnapshot, before: WorkflowState) {
-        let e = &snap.execution;
+    fn write_execution(&mut self, e: &crate::ports::ExecutionRecord, before: WorkflowState) {
         let w = ExecutionWrite {
             id: e.id,
             expect_state: before,
             state: e.state,
             error: e.error.clone(),
             finished_at: e.finished_at,
+            unfinished: CounterChange::default(),
         };
         match self.exec_write_index.get(&e.id) {
             Some(&i) => {
@@ -176,8 +193,18 @@ impl<'a> Step<'a> {
             }));
         }
         self.out.writes.events.push(ExecutionEvent::execution(snap.execution.id, Some(before), to, detail, self.now));
-        self.write_execution(snap, before);
+        self.write_execution(&snap.execution, before);
         Ok(())
+    }
+
+    /// Starts a pending execution (one of its tasks was claimed).
+    fn start_execution(&mut self, e: &mut crate::ports::ExecutionRecord) {
+        let before = e.state;
+        let Ok(to) = before.apply(WorkflowEvent::Start) else { return };
+        e.state = to;
+        e.updated_at = self.now;
+        self.out.writes.events.push(ExecutionEvent::execution(e.id, Some(before), to, None, self.now));
+        self.write_execution(e, before);
     }
 
     fn take_claim_slot(&mut self) -> bool {

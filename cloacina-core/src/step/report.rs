@@ -1,12 +1,12 @@
 //! Reports of task outcomes, and their consequences.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{ExecutionSnapshot, OutputWrite, Step, lost};
 use crate::context::Context;
 use crate::ids::ExecutionId;
-use crate::plan::{self, ContextSource};
-use crate::ports::{ReportOutcome, ReportRejection, TaskReport};
+use crate::plan::{self, ContextSource, PlannedTransition};
+use crate::ports::{ExecutionRecord, ReportOutcome, ReportRejection, TaskRecord, TaskReport};
 use crate::state::{TaskEvent, TaskState, WorkflowEvent, WorkflowState};
 use crate::workflow::Workflow;
 
@@ -33,7 +33,11 @@ impl Step<'_> {
                     if !touched.contains(&r.execution) {
                         touched.push(r.execution);
                     }
-                    self.apply_report(snap, r)
+                    self.note(&snap.execution);
+                    match snap.index_of(r.task) {
+                        Some(idx) => self.apply_report(&mut snap.tasks[idx], idx, &mut snap.outputs, r),
+                        None => Err(ReportRejection::NotFound),
+                    }
                 }
                 Some(Err(e)) => Err(ReportRejection::Unreadable { problem: e.to_string() }),
                 None => Err(ReportRejection::NotFound),
@@ -49,9 +53,16 @@ impl Step<'_> {
         results
     }
 
-    fn apply_report(&mut self, snap: &mut ExecutionSnapshot, report: TaskReport) -> Result<(), ReportRejection> {
-        let idx = snap.index_of(report.task).ok_or(ReportRejection::NotFound)?;
-        let before = snap.tasks[idx].clone();
+    /// Applies one report to its task's row (`slot`, task index `idx`),
+    /// fenced by its token; a success's output goes to `outputs`.
+    pub(super) fn apply_report(
+        &mut self,
+        slot: &mut TaskRecord,
+        idx: usize,
+        outputs: &mut HashMap<usize, Context>,
+        report: TaskReport,
+    ) -> Result<(), ReportRejection> {
+        let before = slot.clone();
         if before.state != TaskState::Running || before.fencing_token != report.fencing_token {
             return Err(lost(&before));
         }
@@ -68,7 +79,7 @@ impl Step<'_> {
                     name: row.name.clone(),
                     context: output.clone(),
                 });
-                snap.outputs.insert(idx, output);
+                outputs.insert(idx, output);
                 format!("attempt {} succeeded", row.attempt)
             }
             ReportOutcome::Retry { error, retry_at } => {
@@ -90,7 +101,7 @@ impl Step<'_> {
         };
         self.task_event(&row, Some(before.state), Some(detail));
         self.write_task(&before, row.clone());
-        snap.tasks[idx] = row;
+        *slot = row;
         Ok(())
     }
 
@@ -101,6 +112,7 @@ impl Step<'_> {
         if snap.execution.state.is_terminal() {
             return;
         }
+        self.note(&snap.execution);
         let mut states = snap.states();
         let empty = Context::new();
         let source = ContextSource {
@@ -108,44 +120,17 @@ impl Step<'_> {
             outputs: &snap.outputs,
         };
         let planned = plan::advance(wf, &mut states, wf.needs_context().then_some(source));
-        let can_claim = matches!(snap.execution.state, WorkflowState::Pending | WorkflowState::Running);
+        // The input is moved out while the execution row may change.
+        let input = snap.input_loaded.then(|| std::mem::take(&mut snap.execution.input));
         for p in planned {
-            let before = snap.tasks[p.task].clone();
-            let mut row = before.clone();
-            row.state = p.to;
-            if p.to == TaskState::Ready {
-                row.ready_at = self.now;
-                self.task_event(&row, Some(p.from), None);
-                let claim = if can_claim { self.claim_ready(wf, &mut row) } else { None };
-                match claim {
-                    Some(claim) => {
-                        // Its input: the outputs of its completed
-                        // dependencies, those in memory included.
-                        claim.sources = plan::input_sources(wf, p.task, &states)
-                            .iter()
-                            .map(|&d| wf.tasks()[d].id().to_owned())
-                            .collect();
-                        claim.known = claim
-                            .sources
-                            .iter()
-                            .filter_map(|s| {
-                                wf.index_of(s).and_then(|i| snap.outputs.get(&i)).map(|c| (s.clone(), c.clone()))
-                            })
-                            .collect();
-                        claim.execution_input = snap.input_loaded.then(|| snap.execution.input.clone());
-                        if snap.execution.state == WorkflowState::Pending {
-                            let _ = self.transition_execution(snap, WorkflowEvent::Start, None);
-                        }
-                    }
-                    None => self.out.effects.newly_ready += 1,
-                }
-            } else {
-                row.finished_at = Some(self.now);
-                row.error = p.reason.clone();
-                self.task_event(&row, Some(p.from), p.reason);
-            }
-            self.write_task(&before, row.clone());
-            snap.tasks[p.task] = row;
+            let task = p.task;
+            let mut row = snap.tasks[task].clone();
+            let known = Known { state_of: &|d| states[d], outputs: &snap.outputs, input: input.as_ref() };
+            self.apply_planned(wf, &mut snap.execution, &mut row, p, &known);
+            snap.tasks[task] = row;
+        }
+        if let Some(input) = input {
+            snap.execution.input = input;
         }
         if let Some(final_state) = plan::outcome(&snap.states()) {
             let (event, detail) = match final_state {
@@ -157,6 +142,62 @@ impl Step<'_> {
             let _ = self.transition_execution(snap, event, detail);
         }
     }
+
+    /// Writes a planned transition of `row` (its task's index is
+    /// `p.task`): a task made Ready may be claimed for the caller (which
+    /// starts a pending execution), a skipped one is finished.
+    pub(super) fn apply_planned(
+        &mut self,
+        wf: &Workflow,
+        exec: &mut ExecutionRecord,
+        row: &mut TaskRecord,
+        p: PlannedTransition,
+        known: &Known<'_>,
+    ) {
+        let before = row.clone();
+        row.state = p.to;
+        if p.to == TaskState::Ready {
+            row.ready_at = self.now;
+            self.task_event(row, Some(p.from), None);
+            let can_claim = matches!(exec.state, WorkflowState::Pending | WorkflowState::Running);
+            let claim = if can_claim { self.claim_ready(wf, row) } else { None };
+            match claim {
+                Some(claim) => {
+                    // Its input: the outputs of its completed dependencies,
+                    // those in memory included.
+                    claim.sources = plan::sources_of(wf, p.task, known.state_of)
+                        .iter()
+                        .map(|&d| wf.tasks()[d].id().to_owned())
+                        .collect();
+                    claim.known = claim
+                        .sources
+                        .iter()
+                        .filter_map(|s| {
+                            wf.index_of(s).and_then(|i| known.outputs.get(&i)).map(|c| (s.clone(), c.clone()))
+                        })
+                        .collect();
+                    claim.execution_input = known.input.cloned();
+                    if exec.state == WorkflowState::Pending {
+                        self.start_execution(exec);
+                    }
+                }
+                None => self.out.effects.newly_ready += 1,
+            }
+        } else {
+            row.finished_at = Some(self.now);
+            row.error = p.reason.clone();
+            self.task_event(row, Some(p.from), p.reason);
+        }
+        self.write_task(&before, row.clone());
+    }
+}
+
+/// What deciding and claiming a task may read: states (of its
+/// dependencies), outputs in memory, and the execution input if loaded.
+pub(super) struct Known<'a> {
+    pub(super) state_of: &'a dyn Fn(usize) -> TaskState,
+    pub(super) outputs: &'a HashMap<usize, Context>,
+    pub(super) input: Option<&'a Context>,
 }
 
 fn failure_summary(snap: &ExecutionSnapshot) -> String {

@@ -2,7 +2,7 @@
 //! asks to be written ([`Writes`]), plus the claims whose inputs are still
 //! to be assembled ([`PendingClaim`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::context::Context;
 use crate::ids::{ExecutionId, FencingToken, TaskExecutionId, Timestamp};
@@ -101,6 +101,58 @@ impl ExecutionSnapshot {
     }
 }
 
+/// Some rows of one execution: enough for a report that changes only them.
+///
+/// A report changes the reported task, its dependents, and — when one of
+/// those can now start — what deciding it reads (its dependencies' states,
+/// and for a rule that reads the context, their outputs). Two counters kept
+/// in the same transactions as the states make that knowable without
+/// reading the rest: per task the dependencies not yet terminal, per
+/// execution the tasks not yet terminal. A report of a task in a 2,000-wide
+/// fan-out reads the task and the join, not the 2,000 siblings; the report
+/// that finishes the execution reads it whole, once (see
+/// [`Step::report_partial`](super::Step::report_partial)).
+#[derive(Debug, Clone)]
+pub struct PartialSnapshot {
+    /// The execution row (its input as in [`ExecutionSnapshot`]).
+    pub execution: ExecutionRecord,
+    /// Whether `execution.input` holds the real input.
+    pub input_loaded: bool,
+    /// The stored count of the execution's tasks not yet terminal.
+    pub unfinished: u32,
+    /// Loaded task rows by task index, each with its stored count of
+    /// dependencies not yet terminal.
+    pub tasks: BTreeMap<usize, (TaskRecord, u32)>,
+    /// Loaded outputs of completed tasks, by task index.
+    pub outputs: HashMap<usize, Context>,
+}
+
+/// What a [`PartialSnapshot`] lacked for a report; the adapter loads it and
+/// calls again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Needed {
+    /// Task rows, by task index.
+    pub rows: BTreeSet<usize>,
+    /// Outputs, by task index (of completed tasks; a missing one is absent).
+    pub outputs: BTreeSet<usize>,
+    /// The execution input.
+    pub input: bool,
+    /// The whole execution, as an [`ExecutionSnapshot`]: the report
+    /// finishes it, or the counters disagree with the rows.
+    pub everything: bool,
+}
+
+impl Needed {
+    /// Whether nothing is lacking.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty() && self.outputs.is_empty() && !self.input && !self.everything
+    }
+
+    pub(super) fn whole() -> Self {
+        Needed { everything: true, ..Needed::default() }
+    }
+}
+
 /// A task row update, applied only if the row still has `expect_state` and
 /// `expect_token`.
 #[derive(Debug, Clone)]
@@ -111,6 +163,8 @@ pub struct TaskWrite {
     pub expect_token: FencingToken,
     /// The row's new values.
     pub row: TaskRecord,
+    /// Change to the row's count of dependencies not yet terminal.
+    pub waiting_delta: i32,
 }
 
 /// An execution row update, applied only if the row still has
@@ -127,6 +181,54 @@ pub struct ExecutionWrite {
     pub error: Option<String>,
     /// New finish time.
     pub finished_at: Option<Timestamp>,
+    /// Change to the execution's count of tasks not yet terminal.
+    pub unfinished: CounterChange,
+}
+
+/// A change to a stored counter of an execution (see
+/// [`PartialSnapshot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CounterChange {
+    /// Add this (negative when tasks finished).
+    Add(i32),
+    /// The step could not account for a change (the execution's workflow
+    /// is not known to it): the stored counts are dropped, and every later
+    /// report of the execution reads all of its rows.
+    Forget,
+}
+
+impl Default for CounterChange {
+    fn default() -> Self {
+        CounterChange::Add(0)
+    }
+}
+
+impl CounterChange {
+    /// Whether the change changes nothing.
+    pub fn is_none(&self) -> bool {
+        *self == CounterChange::Add(0)
+    }
+}
+
+/// A change to the count of unfinished dependencies of a task row that the
+/// step does not otherwise update, by the row's position in its execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitingChange {
+    /// The execution.
+    pub execution: ExecutionId,
+    /// The row's position (its task's index in the workflow).
+    pub position: u32,
+    /// The change.
+    pub delta: i32,
+}
+
+/// The counters a new execution starts with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCounters {
+    /// Tasks not yet terminal.
+    pub unfinished: u32,
+    /// Per task, by position: dependencies not yet terminal.
+    pub waiting: Vec<u32>,
 }
 
 /// An output to store.
@@ -157,6 +259,13 @@ pub struct Writes {
     pub outputs: Vec<OutputWrite>,
     /// Events, in order.
     pub events: Vec<ExecutionEvent>,
+    /// Counter changes of task rows without a [`TaskWrite`].
+    pub waiting: Vec<WaitingChange>,
+    /// Counter changes of executions without an [`ExecutionWrite`].
+    pub unfinished: Vec<(ExecutionId, CounterChange)>,
+    /// The counters of new executions (absent: the step did not know the
+    /// workflow; the execution is then always read whole).
+    pub new_counters: HashMap<ExecutionId, NewCounters>,
 }
 
 impl Writes {
@@ -169,6 +278,8 @@ impl Writes {
             + self.executions.len()
             + self.outputs.len()
             + self.events.len()
+            + self.waiting.len()
+            + self.unfinished.len()
     }
 }
 

@@ -27,6 +27,8 @@ pub struct Model {
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
     pub updated_at: i64,
+    /// Dependencies not yet terminal (NULL: unknown, see the migration).
+    pub waiting_on: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

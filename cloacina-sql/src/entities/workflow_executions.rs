@@ -21,6 +21,8 @@ pub struct Model {
     pub finished_at: Option<i64>,
     /// The user's version label (`Workflow::label`), if any.
     pub workflow_label: Option<String>,
+    /// Tasks not yet terminal (NULL: unknown, see the migration).
+    pub unfinished: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ use sea_orm_migration::prelude::*;
 mod m20261127_000001_initial;
 mod m20261127_000002_schedules;
 mod m20261203_000003_versions;
+mod m20261204_000004_counters;
 
 /// The migrator of Cloacina's tables.
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000001_initial::Migration),
             Box::new(m20261127_000002_schedules::Migration),
             Box::new(m20261203_000003_versions::Migration),
+            Box::new(m20261204_000004_counters::Migration),
         ]
     }
 }

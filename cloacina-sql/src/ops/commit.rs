@@ -9,7 +9,6 @@ use cloacina_core::{ExecutionId, Timestamp, Workflow, WorkflowSet};
 use sea_orm::DatabaseTransaction;
 
 use crate::backend::{SqlBackend, TxError};
-use crate::ops::snapshot::{self, Detail};
 use crate::rows;
 use crate::storage::SqlStorage;
 
@@ -20,9 +19,6 @@ impl<B: SqlBackend> SqlStorage<B> {
         workflows: &WorkflowSet,
         now: Timestamp,
     ) -> Result<CommitOutcome, TxError> {
-        let mut ids: Vec<uuid::Uuid> = batch.reports.iter().map(|r| r.execution.0).collect();
-        ids.sort_unstable();
-        ids.dedup();
         let t0 = std::time::Instant::now();
         let txn = self.begin().await?;
         let t_begin = t0.elapsed();
@@ -32,8 +28,7 @@ impl<B: SqlBackend> SqlStorage<B> {
         }
         let mut results = Vec::new();
         if !batch.reports.is_empty() {
-            let mut snaps = snapshot::load(&self.backend, &txn, &ids, workflows, Detail::Planned).await?;
-            results = step.report(&mut snaps, batch.reports);
+            results = crate::ops::report::apply(&self.backend, &txn, &mut step, workflows, batch.reports).await?;
         }
         let t_snap = t0.elapsed();
         let remaining = if batch.claim_waiting { step.remaining_claims() } else { None };

@@ -8,6 +8,7 @@ pub(crate) mod inputs;
 pub(crate) mod liveness;
 pub(crate) mod queries;
 pub(crate) mod recover;
+pub(crate) mod report;
 pub(crate) mod schedules;
 pub(crate) mod snapshot;
 pub(crate) mod versions;

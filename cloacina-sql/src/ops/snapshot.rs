@@ -43,6 +43,7 @@ pub(crate) async fn load_heads<B: SqlBackend, C: ConnectionTrait>(
             E::UpdatedAt,
             E::FinishedAt,
             E::WorkflowLabel,
+            E::Unfinished,
         ])
         .filter(E::Id.is_in(ids.iter().copied()))
         .into_model::<ExecutionHead>()
@@ -61,7 +62,7 @@ pub(crate) async fn lock_rows<B: SqlBackend>(
     if ids.is_empty() {
         return Ok((Vec::new(), Some(Vec::new())));
     }
-    match b.lock_executions(txn, ids).await.map_err(|e| b.classify(e))? {
+    match b.lock_executions(txn, ids, true).await.map_err(|e| b.classify(e))? {
         Some(locked) => Ok((locked.heads, Some(locked.tasks))),
         None => Ok((load_heads(b, txn, ids).await?, None)),
     }
@@ -81,11 +82,28 @@ pub(crate) async fn load<B: SqlBackend>(
     workflows: &WorkflowSet,
     detail: Detail,
 ) -> Result<BTreeMap<ExecutionId, Loaded>, TxError> {
-    let err = |e| b.classify(e);
     if ids.is_empty() {
         return Ok(BTreeMap::new());
     }
     let (heads, tasks) = lock_rows(b, conn, ids).await?;
+    load_with_heads(b, conn, heads, tasks, workflows, detail).await
+}
+
+/// [`load`], for executions already locked: their heads, and their task
+/// rows if the lock brought them (else they are read here, after the lock).
+pub(crate) async fn load_with_heads<B: SqlBackend>(
+    b: &B,
+    conn: &sea_orm::DatabaseTransaction,
+    heads: Vec<ExecutionHead>,
+    tasks: Option<Vec<task_executions::Model>>,
+    workflows: &WorkflowSet,
+    detail: Detail,
+) -> Result<BTreeMap<ExecutionId, Loaded>, TxError> {
+    let err = |e| b.classify(e);
+    let ids: Vec<uuid::Uuid> = heads.iter().map(|h| h.id).collect();
+    if ids.is_empty() {
+        return Ok(BTreeMap::new());
+    }
     let task_rows = match tasks {
         Some(t) => t,
         None => task_executions::Entity::find()

@@ -117,7 +117,7 @@ impl<B: SqlBackend> SqlStorage<B> {
         // In id order, chunk after chunk: concurrent lockers never
         // deadlock, and no statement exceeds the bind-parameter limit.
         for chunk in ids.chunks(ID_CHUNK) {
-            self.backend.lock_executions(txn, chunk).await.map_err(err)?;
+            self.backend.lock_executions(txn, chunk, false).await.map_err(err)?;
         }
         Ok(ids)
     }
@@ -353,6 +353,7 @@ impl<B: SqlBackend> SqlStorage<B> {
                             started_at: Set(None),
                             finished_at: Set(finished),
                             updated_at: Set(now.0),
+                            waiting_on: Set(None),
                         })
                         .exec_without_returning(&txn)
                         .await
@@ -376,7 +377,10 @@ impl<B: SqlBackend> SqlStorage<B> {
             let mut q = workflow_executions::Entity::update_many()
                 .col_expr(workflow_executions::Column::WorkflowVersion, Expr::value(to.version()))
                 .col_expr(workflow_executions::Column::WorkflowLabel, Expr::value(to.label().map(str::to_owned)))
-                .col_expr(workflow_executions::Column::UpdatedAt, Expr::value(now.0));
+                .col_expr(workflow_executions::Column::UpdatedAt, Expr::value(now.0))
+                // Rows were added, dropped or renamed: the counters are not
+                // kept through a migration, the execution is read whole.
+                .col_expr(workflow_executions::Column::Unfinished, Expr::value(Option::<i32>::None));
             if let Some(done) = mv.finished {
                 q = q
                     .col_expr(workflow_executions::Column::State, Expr::value(done.as_str()))
