@@ -26,7 +26,8 @@ struct Options {
     lease_ttl_ms: u64,
 }
 
-const ALL: &[&str] = &["simple", "pipeline", "parallel", "burn", "versions", "latency", "recovery", "crash"];
+const ALL: &[&str] =
+    &["simple", "pipeline", "parallel", "burn", "versions", "fanout", "chain", "latency", "recovery", "crash"];
 
 fn parse(args: &[String]) -> Result<Options, String> {
     let value =
@@ -41,8 +42,16 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let workloads = match value("--workload").as_deref() {
         // The crash proof takes minutes: not part of a quick run.
         None | Some("all") => ALL.iter().filter(|w| !(quick && **w == "crash")).map(|s| s.to_string()).collect(),
-        Some(w) if ALL.contains(&w) => vec![w.to_owned()],
-        Some(w) => return Err(format!("--workload {w}: expected one of {} or all", ALL.join(", "))),
+        Some(list) => {
+            let ws: Vec<String> = list.split(',').map(|w| w.trim().to_owned()).collect();
+            if let Some(bad) = ws.iter().find(|w| !ALL.contains(&w.as_str())) {
+                return Err(format!(
+                    "--workload {bad}: expected one of {}, a comma-separated list of them, or all",
+                    ALL.join(", ")
+                ));
+            }
+            ws
+        }
     };
     let num = |name: &str, d: usize| -> Result<usize, String> {
         match value(name) {
@@ -275,6 +284,36 @@ pub(crate) fn bench(args: &[String]) -> Result<(), String> {
                         })
                         .collect()
                 }
+                "fanout" => {
+                    // One wide execution, and many at once.
+                    let shapes: [(usize, usize); 2] =
+                        if o.quick { [(500, 1), (100, 10)] } else { [(2_000, 1), (500, 20)] };
+                    shapes
+                        .iter()
+                        .map(|(w, e)| {
+                            (
+                                format!("fanout_{w}x{e}"),
+                                ["--workload", "fanout"]
+                                    .iter()
+                                    .map(|s| s.to_string())
+                                    .chain(["--width".into(), w.to_string(), "--executions".into(), e.to_string()])
+                                    .collect(),
+                            )
+                        })
+                        .collect()
+                }
+                "chain" => {
+                    let depths: [usize; 2] = if o.quick { [200, 1_000] } else { [1_000, 5_000] };
+                    depths
+                        .iter()
+                        .map(|d| {
+                            (
+                                format!("chain_{d}"),
+                                vec!["--workload".into(), "chain".into(), "--depth".into(), d.to_string()],
+                            )
+                        })
+                        .collect()
+                }
                 "latency" => vec![("latency".into(), vec!["--workload".into(), "latency".into()])],
                 "recovery" => [("recovery_sigkill", "recovery"), ("recovery_graceful", "recovery-graceful")]
                     .iter()
@@ -413,6 +452,19 @@ fn report(
                 };
                 (format!("{tps:.0} tasks/s"), format!("{:.2}", tps / r), target, met)
             }
+            n if n.starts_with("fanout_") || n.starts_with("chain_") => {
+                let tps = metric(runs, "tasks_per_s");
+                let rows = metric(runs, "rows_read_per_report");
+                let bytes = metric(runs, "output_bytes_per_task");
+                let simple = results.get(&(backend.clone(), "simple".into())).map(|r| metric(r, "tasks_per_s"));
+                let rel = simple.map(|s| tps / s).unwrap_or(f64::NAN);
+                (
+                    format!("{tps:.0} tasks/s; {rows:.1} task rows read per report; {bytes:.0} output bytes per task"),
+                    format!("{:.2}", tps / r),
+                    format!("≥ 50 % of simple (is {:.0} %)", rel * 100.0),
+                    rel >= 0.5,
+                )
+            }
             "latency" => {
                 let (p50, p95, p99) =
                     (metric(runs, "start_p50_ms"), metric(runs, "start_p95_ms"), metric(runs, "start_p99_ms"));
@@ -477,6 +529,8 @@ mod tests {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(parse(&a(&["--backend", "mysql"])).is_err());
         assert!(parse(&a(&["--workload", "nope"])).is_err());
+        assert!(parse(&a(&["--workload", "simple,nope"])).is_err());
+        assert_eq!(parse(&a(&["--workload", "simple,chain"])).unwrap().workloads, ["simple", "chain"]);
         assert!(parse(&a(&["--workflows", "0"])).is_err());
         let q = parse(&a(&["--quick", "--backend", "sqlite"])).unwrap();
         assert_eq!((q.runs, q.workflows, q.backends.clone()), (1, 1_000, vec!["sqlite"]));

@@ -35,6 +35,7 @@ pub use key::{Key, ReadKey, WriteKey};
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -105,10 +106,34 @@ pub enum ContextError {
 /// assert!(ctx.insert("order_id", 7).is_err()); // insert never overwrites
 /// # Ok::<(), cloacina_core::ContextError>(())
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(transparent)]
+///
+/// Cloning a context is cheap: clones share their data until one of them
+/// is changed (copy on write), so handing a large context from a task to
+/// its dependents, to storage and to waiters copies it once at most.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Context {
-    data: BTreeMap<String, Value>,
+    data: Arc<BTreeMap<String, Value>>,
+}
+
+/// The data of every empty context until it is written.
+static EMPTY: std::sync::LazyLock<Arc<BTreeMap<String, Value>>> = std::sync::LazyLock::new(Default::default);
+
+impl Default for Context {
+    fn default() -> Self {
+        Self { data: EMPTY.clone() }
+    }
+}
+
+impl Serialize for Context {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.data.as_ref().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Context {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::<String, Value>::deserialize(d).map(|m| Self { data: Arc::new(m) })
+    }
 }
 
 impl Context {
@@ -119,6 +144,11 @@ impl Context {
     /// An empty context.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The data, to change: copied first if another clone shares it.
+    fn map(&mut self) -> &mut BTreeMap<String, Value> {
+        Arc::make_mut(&mut self.data)
     }
 
     fn to_value<T: Serialize>(key: &str, value: T) -> Result<Value, ContextError> {
@@ -133,7 +163,7 @@ impl Context {
     /// Checks every value against [`Context::MAX_DEPTH`], without
     /// recursion (a context built by deserializing may hold anything).
     pub fn check(&self) -> Result<(), ContextError> {
-        for (key, value) in &self.data {
+        for (key, value) in self.data.iter() {
             if depth_exceeds(value, Self::MAX_DEPTH) {
                 return Err(ContextError::TooDeep { key: key.clone(), max: Self::MAX_DEPTH });
             }
@@ -159,7 +189,7 @@ impl Context {
             return Err(ContextError::KeyExists { key });
         }
         let value = Self::to_value(&key, value)?;
-        self.data.insert(key, value);
+        self.map().insert(key, value);
         Ok(())
     }
 
@@ -171,7 +201,7 @@ impl Context {
             return Err(ContextError::KeyNotFound { key });
         }
         let value = Self::to_value(&key, value)?;
-        self.data.insert(key, value);
+        self.map().insert(key, value);
         Ok(())
     }
 
@@ -181,7 +211,7 @@ impl Context {
     pub fn set<K: WriteKey<V>, V: Serialize>(&mut self, key: K, value: V) -> Result<Option<Value>, ContextError> {
         let key = key.into_name();
         let value = Self::to_value(&key, value)?;
-        Ok(self.data.insert(key, value))
+        Ok(self.map().insert(key, value))
     }
 
     /// Reads a key. With a string key: its raw JSON value, if present.
@@ -216,7 +246,10 @@ impl Context {
 
     /// Removes a key and returns its value.
     pub fn remove(&mut self, key: impl AsRef<str>) -> Option<Value> {
-        self.data.remove(key.as_ref())
+        if !self.data.contains_key(key.as_ref()) {
+            return None;
+        }
+        self.map().remove(key.as_ref())
     }
 
     /// Whether the key is present.
@@ -247,13 +280,13 @@ impl Context {
     /// The context as compact JSON text (deterministic: keys in order).
     pub fn to_json(&self) -> String {
         // A map of strings to JSON values always serializes.
-        serde_json::to_string(&self.data).unwrap_or_else(|_| String::from("{}"))
+        serde_json::to_string(self.data.as_ref()).unwrap_or_else(|_| String::from("{}"))
     }
 
     /// Parses JSON text that must be an object.
     pub fn from_json(text: &str) -> Result<Self, ContextError> {
         serde_json::from_str::<BTreeMap<String, Value>>(text)
-            .map(|data| Self { data })
+            .map(|data| Self { data: Arc::new(data) })
             .map_err(|e| ContextError::InvalidJson { message: e.to_string() })
     }
 
@@ -271,7 +304,7 @@ impl Context {
             }
         }
         let mut counter = Counter(0);
-        match serde_json::to_writer(&mut counter, &self.data) {
+        match serde_json::to_writer(&mut counter, self.data.as_ref()) {
             Ok(()) => counter.0,
             Err(_) => 0,
         }
@@ -280,8 +313,17 @@ impl Context {
     /// Overlays `other` on `self`: every key of `other` replaces the same
     /// key of `self` (shallow, by top-level key).
     pub fn overlay(&mut self, other: &Context) {
-        for (k, v) in &other.data {
-            self.data.insert(k.clone(), v.clone());
+        if self.data.is_empty() {
+            // Shared, not copied.
+            self.data = other.data.clone();
+            return;
+        }
+        if other.data.is_empty() {
+            return;
+        }
+        let map = self.map();
+        for (k, v) in other.data.iter() {
+            map.insert(k.clone(), v.clone());
         }
     }
 
@@ -340,7 +382,7 @@ impl TryFrom<Value> for Context {
     fn try_from(value: Value) -> Result<Self, Self::Error> {
         match value {
             Value::Object(map) => {
-                let ctx = Self { data: map.into_iter().collect() };
+                let ctx = Self { data: Arc::new(map.into_iter().collect()) };
                 ctx.check()?;
                 Ok(ctx)
             }
@@ -353,17 +395,21 @@ impl TryFrom<Value> for Context {
 
 impl From<Context> for Value {
     fn from(mut ctx: Context) -> Self {
-        Value::Object(std::mem::take(&mut ctx.data).into_iter().collect())
+        let data = std::mem::replace(&mut ctx.data, EMPTY.clone());
+        Value::Object(Arc::unwrap_or_clone(data).into_iter().collect())
     }
 }
 
 /// Values are taken apart with an explicit stack: a deeply nested value
 /// (which the checks refuse, but which a task may still hand back) would
-/// otherwise overflow the stack of the thread that drops it.
+/// otherwise overflow the stack of the thread that drops it. Only the
+/// last clone sharing the data takes it apart.
 impl Drop for Context {
     fn drop(&mut self) {
+        let data = std::mem::replace(&mut self.data, EMPTY.clone());
+        let Some(data) = Arc::into_inner(data) else { return };
         let mut stack: Vec<Value> = Vec::new();
-        for (_, v) in std::mem::take(&mut self.data) {
+        for (_, v) in data {
             if matches!(v, Value::Array(_) | Value::Object(_)) {
                 stack.push(v);
             }
@@ -397,6 +443,30 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn clones_share_until_written_and_never_see_each_others_writes() {
+        let mut a = Context::new();
+        a.set("x", 1).unwrap();
+        let mut b = a.clone();
+        assert!(Arc::ptr_eq(&a.data, &b.data), "a clone shares the data");
+        b.set("y", 2).unwrap();
+        b.update("x", 3).unwrap();
+        assert_eq!((a.get_as::<i32>("x").unwrap(), a.contains_key("y")), (1, false));
+        assert_eq!((b.get_as::<i32>("x").unwrap(), b.get_as::<i32>("y").unwrap()), (3, 2));
+        let c = a.clone();
+        assert_eq!(a.remove("missing"), None);
+        assert!(Arc::ptr_eq(&a.data, &c.data), "removing nothing copies nothing");
+        a.remove("x");
+        assert!(!a.contains_key("x") && c.contains_key("x"));
+        let mut merged = Context::new();
+        merged.overlay(&b);
+        assert!(Arc::ptr_eq(&merged.data, &b.data), "an overlay on an empty context shares");
+        merged.overlay(&c);
+        assert_eq!(merged.get_as::<i32>("x").unwrap(), 1);
+        assert_eq!(b.get_as::<i32>("x").unwrap(), 3, "the shared source is not written through");
+        assert_eq!(Context::from_json(&b.to_json()).unwrap(), b);
+    }
 
     #[test]
     fn insert_refuses_existing_key() {

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use super::{Needed, PartialSnapshot, Step};
 use crate::plan::{self, ContextSource, PlannedTransition};
-use crate::ports::{ReportRejection, TaskReport};
+use crate::ports::{ReportOutcome, ReportRejection, TaskReport};
 use crate::state::TaskState;
 
 impl Step<'_> {
@@ -23,13 +23,29 @@ impl Step<'_> {
         snap: &mut PartialSnapshot,
         reports: Vec<TaskReport>,
     ) -> Result<Vec<Result<(), ReportRejection>>, Needed> {
-        if self.workflows.get(&snap.execution.workflow).is_none() {
+        let Some(wf) = self.workflows.get(&snap.execution.workflow) else {
             return Err(Needed::whole());
-        }
+        };
         // A trial on copies first, so that a lacking snapshot leaves no
         // trace (claims do not change what is read: they are left out).
+        // Contexts are read only by rules that read the context: without
+        // such rules the trial goes without them (they can be large).
+        let mut trial = PartialSnapshot {
+            execution: snap.execution.clone(),
+            input_loaded: snap.input_loaded,
+            unfinished: snap.unfinished,
+            tasks: snap.tasks.clone(),
+            outputs: Default::default(),
+        };
+        let trial_reports = if wf.needs_context() {
+            trial.outputs = snap.outputs.clone();
+            reports.clone()
+        } else {
+            trial.execution.input = Default::default();
+            reports.iter().map(without_output).collect()
+        };
         let mut scratch = Step::new(self.now, self.workflows, None);
-        scratch.apply_partial(&mut snap.clone(), reports.clone())?;
+        scratch.apply_partial(&mut trial, trial_reports)?;
         self.apply_partial(snap, reports)
     }
 
@@ -162,4 +178,13 @@ impl Step<'_> {
         snap.unfinished = unfinished;
         Ok(results)
     }
+}
+
+/// A copy of a report without its output (for a trial that reads none).
+fn without_output(r: &TaskReport) -> TaskReport {
+    let outcome = match &r.outcome {
+        ReportOutcome::Succeeded { .. } => ReportOutcome::Succeeded { output: Default::default() },
+        other => other.clone(),
+    };
+    TaskReport { task: r.task, execution: r.execution, fencing_token: r.fencing_token, outcome }
 }

@@ -330,6 +330,13 @@ impl PendingClaim {
         inputs: &HashMap<ExecutionId, Context>,
     ) -> ClaimedTask {
         let exec = self.task.execution_id;
+        // One source held in memory: its output is the input as it is.
+        if let [only] = self.sources.as_slice()
+            && let Some(out) = self.known.remove(only)
+        {
+            self.task.input = out;
+            return self.task;
+        }
         let outs: Vec<&Context> =
             self.sources.iter().filter_map(|s| self.known.get(s).or_else(|| loaded.get(&(exec, s.clone())))).collect();
         self.task.input = if outs.is_empty() {
