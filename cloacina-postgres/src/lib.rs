@@ -55,6 +55,8 @@ use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
 
 pub use admin::{TenantAdmin, TenantCredentials, TenantOptions};
+/// Rows read per report by this process's commits (shared by both SQL backends).
+pub use cloacina_sql::ReportStats;
 pub use url::{is_postgres_scheme, redact_url};
 
 /// The storage ports on PostgreSQL.

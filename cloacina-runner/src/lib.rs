@@ -72,6 +72,14 @@ mod runner;
 mod schedules;
 mod versions;
 
+/// The storage-side cost of reports in this process: reports applied and
+/// the task rows their transactions read (for benchmarks and diagnostics).
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+pub use cloacina_postgres::ReportStats;
+/// The storage-side cost of reports in this process: reports applied and
+/// the task rows their transactions read (for benchmarks and diagnostics).
+#[cfg(feature = "sqlite")]
+pub use cloacina_sqlite::ReportStats;
 pub use config::{
     DatabaseUrl, DefaultRunnerBuilder, MAX_CONCURRENT_TASKS, MAX_CONTEXT_SIZE, MAX_INTERVAL, MAX_POOL_SIZE,
     MAX_TASK_TIMEOUT, RunnerConfig,

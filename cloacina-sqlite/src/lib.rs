@@ -49,6 +49,8 @@ use sea_orm::{
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::broadcast;
 
+/// Rows read per report by this process's commits (shared by both SQL backends).
+pub use cloacina_sql::ReportStats;
 pub use location::{Location, parse_url, tenant_path};
 
 /// The storage ports on SQLite.

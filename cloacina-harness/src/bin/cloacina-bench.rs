@@ -509,7 +509,7 @@ async fn wide_or_deep(
         .await
         .expect("runner");
     let started = Instant::now();
-    let stats_before = cloacina_sql::ReportStats::now();
+    let stats_before = cloacina_runner::ReportStats::now();
     let mut handles = Vec::with_capacity(executions);
     for _ in 0..executions {
         handles.push(r.execute_async(&name, Context::new()).await.expect("execute"));
@@ -522,7 +522,7 @@ async fn wide_or_deep(
     let secs = started.elapsed().as_secs_f64();
     r.shutdown().await.expect("shutdown");
     let bytes = OUTPUT_BYTES.load(std::sync::atomic::Ordering::Relaxed);
-    let rows_per_report = cloacina_sql::ReportStats::now().rows_per_report_since(&stats_before);
+    let rows_per_report = cloacina_runner::ReportStats::now().rows_per_report_since(&stats_before);
     serde_json::json!({
         "workload": label, "executions": executions, "tasks": tasks, "seconds": secs,
         "tasks_per_s": tasks as f64 / secs, "output_bytes_per_task": bytes as f64 / tasks as f64,
